@@ -1,0 +1,186 @@
+"""Frozen, validated configuration dataclasses.
+
+Library code takes these dataclasses, never gin directly: gin binds the top-level entry functions
+(`rest_loop.run`, the scripts) and constructs these from their arguments. Every dataclass checks its
+fields in `__post_init__` so a bad value fails at start-up with a message that names the field, the
+value and what is allowed — before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+DTYPES = ("float32", "bfloat16", "float16")
+ACTIVATIONS = ("relu", "gelu")
+LR_DECAYS = ("constant", "linear", "cosine", "rsqrt")
+MESH_AXES = ("data", "fsdp", "model")
+
+
+def _require(condition: bool, cls: str, field: str, value: Any, allowed: str) -> None:
+  if not condition:
+    raise ValueError(f"{cls}.{field}={value!r} is invalid: {allowed}.")
+
+
+def _positive_int(cls: str, field: str, value: Any) -> None:
+  _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, cls, field,
+           value, "expected a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Transformer shape. `decoder_only=False` is the paper's encoder-decoder policy."""
+
+  vocab_size: int
+  d_model: int
+  num_heads: int
+  d_ff: int
+  num_encoder_layers: int
+  num_decoder_layers: int
+  head_dim: int | None = None  # Defaults to d_model // num_heads.
+  max_len: int = 512  # Longest position (source + target for decoder-only) the model supports.
+  decoder_only: bool = False
+  value_head: bool = False
+  # When True the value head reads stop_gradient(decoder features), so critic training never
+  # moves the policy trunk.
+  value_stop_gradient: bool = True
+  activation: str = "relu"
+  dropout_rate: float = 0.0
+  dtype: str = "float32"  # Compute dtype.
+  param_dtype: str = "float32"
+  layer_norm_epsilon: float = 1e-6
+
+  def __post_init__(self):
+    name = "ModelConfig"
+    for field in ("vocab_size", "d_model", "num_heads", "d_ff", "max_len"):
+      _positive_int(name, field, getattr(self, field))
+    _require(isinstance(self.num_decoder_layers, int) and self.num_decoder_layers > 0, name,
+             "num_decoder_layers", self.num_decoder_layers, "expected a positive integer")
+    if self.decoder_only:
+      _require(self.num_encoder_layers == 0, name, "num_encoder_layers", self.num_encoder_layers,
+               "must be 0 when decoder_only=True")
+    else:
+      _positive_int(name, "num_encoder_layers", self.num_encoder_layers)
+    if self.head_dim is None:
+      _require(self.d_model % self.num_heads == 0, name, "num_heads", self.num_heads,
+               f"must divide d_model={self.d_model} (or set head_dim explicitly)")
+    else:
+      _positive_int(name, "head_dim", self.head_dim)
+    _require(self.vocab_size >= 4, name, "vocab_size", self.vocab_size,
+             "needs at least pad=0, eos=1, unk=2 and one more token")
+    _require(self.activation in ACTIVATIONS, name, "activation", self.activation,
+             f"allowed: {ACTIVATIONS}")
+    _require(self.dtype in DTYPES, name, "dtype", self.dtype, f"allowed: {DTYPES}")
+    _require(self.param_dtype in DTYPES, name, "param_dtype", self.param_dtype,
+             f"allowed: {DTYPES}")
+    _require(0.0 <= self.dropout_rate < 1.0, name, "dropout_rate", self.dropout_rate,
+             "expected 0 <= dropout_rate < 1")
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh shape. -1 in one axis means "all remaining devices"."""
+
+  data: int = -1
+  fsdp: int = 1
+  model: int = 1
+  # Logical-axis -> mesh-axis rules; None uses `sharding.DEFAULT_RULES`.
+  rules: tuple[tuple[str, Any], ...] | None = None
+
+  def __post_init__(self):
+    sizes = {"data": self.data, "fsdp": self.fsdp, "model": self.model}
+    for axis, size in sizes.items():
+      _require(isinstance(size, int) and (size > 0 or size == -1), "MeshConfig", axis, size,
+               "expected a positive integer or -1 (use the remaining devices)")
+    _require(list(sizes.values()).count(-1) <= 1, "MeshConfig", "data/fsdp/model", sizes,
+             "at most one axis may be -1")
+    if self.rules is not None:
+      for rule in self.rules:
+        _require(len(rule) == 2 and isinstance(rule[0], str), "MeshConfig", "rules", rule,
+                 "each rule is (logical_axis_name, mesh_axis or tuple of mesh axes or None)")
+        targets = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+        for target in targets:
+          _require(target is None or target in MESH_AXES, "MeshConfig", "rules", rule,
+                   f"mesh axes are {MESH_AXES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW with linear warm-up then decay, and global-norm gradient clipping."""
+
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  decay: str = "rsqrt"
+  total_steps: int = 10_000  # Used by the linear and cosine decays.
+  end_learning_rate_fraction: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.98
+  eps: float = 1e-9
+  weight_decay: float = 0.0
+  grad_clip_norm: float | None = 1.0
+
+  def __post_init__(self):
+    name = "OptimizerConfig"
+    _require(self.learning_rate > 0, name, "learning_rate", self.learning_rate, "must be > 0")
+    _require(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, name,
+             "warmup_steps", self.warmup_steps, "expected an integer >= 0")
+    _require(self.decay in LR_DECAYS, name, "decay", self.decay, f"allowed: {LR_DECAYS}")
+    _positive_int(name, "total_steps", self.total_steps)
+    _require(0.0 <= self.end_learning_rate_fraction <= 1.0, name, "end_learning_rate_fraction",
+             self.end_learning_rate_fraction, "expected a value in [0, 1]")
+    _require(0.0 <= self.b1 < 1.0, name, "b1", self.b1, "expected 0 <= b1 < 1")
+    _require(0.0 <= self.b2 < 1.0, name, "b2", self.b2, "expected 0 <= b2 < 1")
+    _require(self.weight_decay >= 0, name, "weight_decay", self.weight_decay, "must be >= 0")
+    _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, name, "grad_clip_norm",
+             self.grad_clip_norm, "must be > 0 or None (no clipping)")
+
+  def replace(self, **changes) -> "OptimizerConfig":
+    return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """Autoregressive sampling. temperature=0 means greedy."""
+
+  max_decode_len: int = 64
+  temperature: float = 1.0
+  top_k: int = 0  # 0 disables top-k.
+  top_p: float = 1.0  # 1.0 disables nucleus sampling.
+  num_samples: int = 1  # Samples per source.
+  stop_at_eos: bool = True  # False keeps decoding max_decode_len tokens (benchmarks).
+
+  def __post_init__(self):
+    name = "SamplingConfig"
+    _positive_int(name, "max_decode_len", self.max_decode_len)
+    _require(self.temperature >= 0, name, "temperature", self.temperature,
+             "must be >= 0 (0 = greedy)")
+    _require(isinstance(self.top_k, int) and self.top_k >= 0, name, "top_k", self.top_k,
+             "expected an integer >= 0 (0 disables top-k)")
+    _require(0.0 < self.top_p <= 1.0, name, "top_p", self.top_p,
+             "expected 0 < top_p <= 1 (1 disables nucleus sampling)")
+    _positive_int(name, "num_samples", self.num_samples)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamSearchConfig:
+  max_decode_len: int = 64
+  beam_size: int = 4
+  length_penalty: float = 0.6  # Score = log p / ((5 + len) / 6) ** alpha.
+
+  def __post_init__(self):
+    _positive_int("BeamSearchConfig", "max_decode_len", self.max_decode_len)
+    _positive_int("BeamSearchConfig", "beam_size", self.beam_size)
+    _require(self.length_penalty >= 0, "BeamSearchConfig", "length_penalty",
+             self.length_penalty, "must be >= 0")
+
+
+def check_choice(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
+  """Raises a ValueError naming `owner.field` unless `value` is one of `allowed`."""
+  _require(value in allowed, owner, field, value, f"allowed: {tuple(allowed)}")

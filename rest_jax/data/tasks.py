@@ -1,0 +1,248 @@
+"""seqio Tasks for translation: the shipped Ding corpus, TFDS corpora and user TSV files.
+
+Every task yields the same features, so the training loop, Grow and evaluation never care where
+the text came from:
+
+  inputs / targets                          int32 token ids, EOS-terminated, no padding
+  inputs_pretokenized / targets_pretokenized  the raw source and reference text
+
+Importing this module registers (importing it again, or reloading it, re-registers the same):
+
+  ding_de_en       the German->English pairs shipped in rest_jax/data/ding, vocabulary "ding";
+                   works offline and prepares its TFDS records on first use
+  wmt14_de_en      TFDS wmt14_translate/de-en              (train / validation / test)
+  wmt19_de_en      TFDS wmt19_translate/de-en              (train / validation)
+  wmt19_zh_en      TFDS wmt19_translate/zh-en              (train / validation)
+  ted_hrlr_pt_en   TFDS ted_hrlr_translate/pt_to_en        (TFDS has no German TED config)
+  iwslt14_de_en    TSV files $REST_JAX_TSV_DIR/iwslt14_de_en/{train,validation,test}.tsv[.gz]
+  wmt20_zh_en      TSV files $REST_JAX_TSV_DIR/wmt20_zh_en/{train,validation,test}.tsv[.gz]
+
+The corpus tasks (all but ding_de_en) use the *default MT vocabulary* (see
+rest_jax.data.vocab: REST_JAX_MT_VOCAB or `set_default_mt_vocabulary`), resolved when the task
+is first used, so registering them never fails. REST_JAX_TSV_DIR defaults to ~/rest_jax_data and,
+like any `$VAR` or `~` in a TSV file pattern, is expanded when the task is used. docs/data.md
+shows how to prepare the IWSLT14 and WMT20 files and how to add tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Mapping, Optional, Sequence, Union
+
+import seqio
+import tensorflow as tf
+
+from rest_jax.data import ding_tfds
+from rest_jax.data import tsv
+from rest_jax.data import vocab as vocab_lib
+
+DING_TASK = "ding_de_en"
+TSV_DIR_ENV = "REST_JAX_TSV_DIR"
+DEFAULT_TSV_DIR = "~/rest_jax_data"
+VocabularySpec = Union[str, seqio.Vocabulary, None]
+
+# Names registered through this module, with a one-line description each.
+_REST_TASKS: dict[str, str] = {}
+
+# Prepares the `ding_de_en` TFDS records ahead of use, e.g. once before many hosts start.
+ensure_ding_prepared = ding_tfds.ensure_ding_prepared
+
+
+def registered_task_names() -> list[str]:
+  """The rest_jax translation tasks currently registered with seqio."""
+  return sorted(name for name in _REST_TASKS if name in seqio.TaskRegistry.names())
+
+
+def _vocabulary(spec: VocabularySpec) -> seqio.Vocabulary:
+  """Named vocabularies are built now; files are checked when the task is used."""
+  if isinstance(spec, seqio.Vocabulary):
+    return spec
+  if spec is not None and (not isinstance(spec, str) or not spec):
+    raise ValueError(f"vocabulary_spec {spec!r}: use None (the default MT vocabulary), "
+                     f"{vocab_lib.ACCEPTED_SPECS}, or a seqio.Vocabulary")
+  if spec in vocab_lib.NAMED_SPECS:
+    return vocab_lib.get_vocabulary(spec)
+  return vocab_lib.DeferredVocabulary(spec)
+
+
+def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+  return {
+      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
+      "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
+  }
+
+
+def _translation_preprocessors(source_key: str, target_key: str) -> list:
+  return [
+      _rekey(source_key, target_key),
+      seqio.preprocessors.tokenize,  # Keeps the text as *_pretokenized.
+      seqio.preprocessors.append_eos_after_trim,
+  ]
+
+
+def _rekey(source_key: str, target_key: str):
+  """Maps the source's text features to inputs/targets, dropping everything else."""
+
+  def rekey(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda x: {"inputs": x[source_key], "targets": x[target_key]},
+                       num_parallel_calls=tf.data.AUTOTUNE)
+  return rekey
+
+
+def _add_task(name: str, description: str, overwrite: bool, **task_kwargs) -> seqio.Task:
+  if not name or not isinstance(name, str):
+    raise ValueError(f"task name {name!r} must be a non-empty string")
+  if name in seqio.TaskRegistry.names():
+    if not overwrite:
+      raise ValueError(f"task {name!r} is already registered; pass overwrite=True to replace it")
+    seqio.TaskRegistry.remove(name)
+  task = seqio.TaskRegistry.add(name, metric_fns=[], **task_kwargs)
+  _REST_TASKS[name] = description
+  return task
+
+
+class DingTfdsDataSource(seqio.TfdsDataSource):
+  """The `ding_de_en` TFDS source; prepares the builder before anything reads it."""
+
+  def __init__(self):
+    super().__init__(
+        tfds_name=f"{ding_tfds.BUILDER_NAME}:{ding_tfds.DingDeEn.VERSION}",
+        splits=ding_tfds.SPLITS, read_only=True)
+
+  def _prepare(self) -> None:
+    ding_tfds.ensure_ding_prepared(self.tfds_dataset.data_dir)
+
+  def get_dataset(self, split=None, shuffle=True, seed=None, shard_info=None, **kwargs):
+    self._prepare()
+    return super().get_dataset(split, shuffle, seed, shard_info, **kwargs)
+
+  def num_input_examples(self, split: str) -> Optional[int]:
+    self._prepare()
+    return super().num_input_examples(split)
+
+  def list_shards(self, split: str):
+    self._prepare()
+    return super().list_shards(split)
+
+
+def register_ding_task(name: str = DING_TASK, vocabulary_spec: VocabularySpec = "ding", *,
+                       overwrite: bool = False) -> seqio.Task:
+  """The shipped Ding German->English corpus through its TFDS builder."""
+  return _add_task(
+      name, "Ding German->English sentences shipped with rest_jax (TFDS ding_de_en)", overwrite,
+      source=DingTfdsDataSource(),
+      preprocessors=_translation_preprocessors("de", "en"),
+      output_features=_output_features(_vocabulary(vocabulary_spec)))
+
+
+def register_tfds_translation_task(name: str, tfds_name: str, source_lang: str,
+                                   target_lang: str, vocabulary_spec: VocabularySpec = None, *,
+                                   splits: Optional[Sequence[str]] = None,
+                                   tfds_data_dir: Optional[str] = None,
+                                   overwrite: bool = False) -> seqio.Task:
+  """Registers a task over a TFDS translation dataset such as "wmt14_translate/de-en:1.0.0".
+
+  `source_lang`/`target_lang` are the keys of the dataset's translation feature; `splits` names
+  the dataset's splits (default: read from the prepared dataset's info, which needs the data
+  present, so pass them when registering tasks for data that may not be there yet). The dataset is
+  loaded by TFDS (`try_gcs=True`, so on Cloud TPU VMs prepared copies come from the public TFDS
+  bucket); `tfds_data_dir` or `seqio.set_tfds_data_dir_override` choose the local cache.
+  vocabulary_spec: see rest_jax.data.vocab; None means the default MT vocabulary.
+  """
+  if ":" not in tfds_name:
+    raise ValueError(f"tfds_name {tfds_name!r} must include a version, e.g. "
+                     "'wmt14_translate/de-en:1.0.0'")
+  if not source_lang or not target_lang or source_lang == target_lang:
+    raise ValueError(f"source_lang {source_lang!r} and target_lang {target_lang!r} must be two "
+                     "different feature keys of the TFDS translation dataset")
+  return _add_task(
+      name, f"TFDS {tfds_name} {source_lang}->{target_lang}", overwrite,
+      source=seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
+                                  splits=tuple(splits) if splits else None),
+      preprocessors=_translation_preprocessors(source_lang, target_lang),
+      output_features=_output_features(_vocabulary(vocabulary_spec)))
+
+
+def expand_file_pattern(pattern: str) -> str:
+  """Expands $REST_JAX_TSV_DIR (default ~/rest_jax_data), other $VARs and ~ at use time."""
+  tsv_dir = os.environ.get(TSV_DIR_ENV) or DEFAULT_TSV_DIR
+  pattern = pattern.replace("${" + TSV_DIR_ENV + "}", tsv_dir).replace("$" + TSV_DIR_ENV,
+                                                                         tsv_dir)
+  return os.path.expanduser(os.path.expandvars(pattern))
+
+
+def _tsv_dataset_fn(task_name: str, split_to_filepattern: Mapping[str, str], strict: bool):
+  """A seqio dataset_fn streaming {'source', 'reference'} from the split's files."""
+
+  def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None) -> tf.data.Dataset:
+    pattern = expand_file_pattern(split_to_filepattern[split])
+    try:
+      paths = tsv.expand_pattern(pattern)  # Missing files fail here, in Python, clearly.
+    except FileNotFoundError:
+      raise FileNotFoundError(
+          f"task {task_name!r} split {split!r}: no file matches {pattern!r} (from "
+          f"{split_to_filepattern[split]!r}; {TSV_DIR_ENV}={os.environ.get(TSV_DIR_ENV)!r}); "
+          "expected source<TAB>reference files, see docs/data.md") from None
+    doubled = [path for path in paths if path + ".gz" in paths]
+    if doubled:
+      raise ValueError(f"task {task_name!r} split {split!r}: both {doubled[0]} and "
+                       f"{doubled[0]}.gz match {pattern!r}; keep one of them")
+    if shuffle_files:
+      random.Random(seed).shuffle(paths)
+
+    def generate():
+      for path in paths:
+        yield from tsv.iter_tsv_pairs(path, strict=strict)
+
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string))
+    ).map(lambda source, reference: {"source": source, "reference": reference})
+
+  return dataset_fn
+
+
+def register_tsv_task(name: str, split_to_filepattern: Mapping[str, str],
+                      vocabulary_spec: VocabularySpec = None, strict: bool = False, *,
+                      overwrite: bool = False) -> seqio.Task:
+  """Registers a task over `source<TAB>reference` files (plain or .gz), one glob per split.
+
+  Malformed lines are skipped and reported (strict=False) or raise (strict=True), see
+  rest_jax.data.tsv. Patterns are expanded when the task is used, not here.
+  vocabulary_spec: see rest_jax.data.vocab; None means the default MT vocabulary.
+  """
+  if not split_to_filepattern or not all(
+      isinstance(split, str) and isinstance(pattern, str) and pattern
+      for split, pattern in split_to_filepattern.items()):
+    raise ValueError(f"split_to_filepattern {split_to_filepattern!r} must map split names to "
+                     "non-empty file patterns, e.g. {'train': '/data/train.tsv.gz'}")
+  patterns = dict(split_to_filepattern)
+  return _add_task(
+      name, f"TSV files {patterns}", overwrite,
+      source=seqio.FunctionDataSource(
+          dataset_fn=_tsv_dataset_fn(name, patterns, strict), splits=tuple(patterns)),
+      preprocessors=_translation_preprocessors("source", "reference"),
+      output_features=_output_features(_vocabulary(vocabulary_spec)))
+
+
+def _tsv_split_patterns(corpus_dir: str) -> dict[str, str]:
+  return {split: f"${{{TSV_DIR_ENV}}}/{corpus_dir}/{split}.tsv*"
+          for split in ("train", "validation", "test")}
+
+
+def _register_builtin_tasks() -> None:
+  register_ding_task(overwrite=True)
+  with_test, without_test = ("train", "validation", "test"), ("train", "validation")
+  for name, tfds_name, source_lang, splits in (
+      ("wmt14_de_en", "wmt14_translate/de-en:1.0.0", "de", with_test),
+      ("wmt19_de_en", "wmt19_translate/de-en:1.0.0", "de", without_test),
+      ("wmt19_zh_en", "wmt19_translate/zh-en:1.0.0", "zh", without_test),
+      ("ted_hrlr_pt_en", "ted_hrlr_translate/pt_to_en:1.0.0", "pt", with_test),
+  ):
+    register_tfds_translation_task(name, tfds_name, source_lang, "en", splits=splits,
+                                   overwrite=True)
+  register_tsv_task("iwslt14_de_en", _tsv_split_patterns("iwslt14_de_en"), overwrite=True)
+  register_tsv_task("wmt20_zh_en", _tsv_split_patterns("wmt20_zh_en"), overwrite=True)
+
+
+_register_builtin_tasks()

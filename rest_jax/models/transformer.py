@@ -1,0 +1,376 @@
+"""Flax Transformer policy: encoder-decoder (the paper's translation policy) or decoder-only.
+
+Why this shape: ReST needs one network that is trained teacher-forced (BC and the offline-RL
+losses) and sampled autoregressively (Grow). Both paths share the same modules; the decoding path
+uses an explicit key/value cache pytree (not a mutable flax collection) so the sampler is a pure
+function of `(params, cache, token)` that fits inside `lax.while_loop` and can be sharded like any
+other array.
+
+Conventions: token 0 is padding and also the decoder start token, token 1 is EOS (seqio's
+SentencePiece convention). Pre-LayerNorm blocks, sinusoidal positions computed from explicit
+position ids, output logits tied to the input embedding and scaled by 1/sqrt(d_model).
+Every parameter carries logical axis names ("vocab", "embed", "mlp", "heads", "kv") that
+`rest_jax.sharding` maps to mesh axes.
+
+Shape-suffix legend: B batch, S source length, T target (query) length, L key/cache length,
+D d_model, H heads, K head dim, F feed-forward width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rest_jax.configs import ModelConfig
+
+PAD_ID = 0
+EOS_ID = 1
+NEG_INF = -1e10
+
+Cache = dict[str, Any]
+
+
+def _param(module: nn.Module, name: str, init, shape, axes, dtype):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _fan_in_init(in_axis, out_axis):
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis,
+                                          out_axis=out_axis)
+
+
+def sinusoidal_positions(positions_BxT: jax.Array, d_model: int) -> jax.Array:
+  """Sinusoidal embeddings of explicit integer positions (works for any per-row offset)."""
+  half = d_model // 2
+  inv_freq_half = np.exp(-np.log(10_000.0) * np.arange(half) / max(half - 1, 1))
+  angles_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq_half
+  pe = jnp.concatenate([jnp.sin(angles_BxTxhalf), jnp.cos(angles_BxTxhalf)], axis=-1)
+  if d_model % 2:
+    pe = jnp.pad(pe, [(0, 0), (0, 0), (0, 1)])
+  return pe
+
+
+class LayerNorm(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    scale = _param(self, "scale", nn.initializers.ones, (cfg.d_model,), ("embed",),
+                   jnp.dtype(cfg.param_dtype))
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+    return y.astype(cfg.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head attention whose key/value projections can be computed once and reused."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    d, h, k = cfg.d_model, cfg.num_heads, cfg.resolved_head_dim
+    pdt = jnp.dtype(cfg.param_dtype)
+    qkv_init = _fan_in_init(0, (1, 2))
+    self.query = _param(self, "query", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
+    self.key = _param(self, "key", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
+    self.value = _param(self, "value", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
+    self.out = _param(self, "out", _fan_in_init((0, 1), 2), (h, k, d), ("heads", "kv", "embed"),
+                      pdt)
+
+  def project_kv(self, x_BxLxD):
+    dt = self.config.dtype
+    k_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.key.astype(dt))
+    v_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.value.astype(dt))
+    return k_BxLxHxK, v_BxLxHxK
+
+  def __call__(self, x_BxTxD, k_BxLxHxK, v_BxLxHxK, bias_Bx1xTxL):
+    cfg = self.config
+    dt = cfg.dtype
+    q_BxTxHxK = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.query.astype(dt))
+    q_BxTxHxK = q_BxTxHxK * (cfg.resolved_head_dim ** -0.5)
+    logits_BxHxTxL = jnp.einsum("bthk,blhk->bhtl", q_BxTxHxK, k_BxLxHxK)
+    logits_BxHxTxL = logits_BxHxTxL.astype(jnp.float32) + bias_Bx1xTxL
+    probs_BxHxTxL = jax.nn.softmax(logits_BxHxTxL, axis=-1).astype(dt)
+    ctx_BxTxHxK = jnp.einsum("bhtl,blhk->bthk", probs_BxHxTxL, v_BxLxHxK)
+    return jnp.einsum("bthk,hkd->btd", ctx_BxTxHxK, self.out.astype(dt))
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, deterministic: bool):
+    cfg = self.config
+    pdt, dt = jnp.dtype(cfg.param_dtype), cfg.dtype
+    wi = _param(self, "wi", _fan_in_init(0, 1), (cfg.d_model, cfg.d_ff), ("embed", "mlp"), pdt)
+    wo = _param(self, "wo", _fan_in_init(0, 1), (cfg.d_ff, cfg.d_model), ("mlp", "embed"), pdt)
+    h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, wi.astype(dt))
+    h_BxTxF = nn.relu(h_BxTxF) if cfg.activation == "relu" else nn.gelu(h_BxTxF)
+    h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
+    return jnp.einsum("btf,fd->btd", h_BxTxF, wo.astype(dt))
+
+
+class EncoderLayer(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, bias_Bx1xSxS, deterministic: bool):
+    drop = nn.Dropout(self.config.dropout_rate)
+    h = LayerNorm(self.config, name="pre_attention_norm")(x_BxSxD)
+    attention = Attention(self.config, name="self_attention")
+    k, v = attention.project_kv(h)
+    x_BxSxD = x_BxSxD + drop(attention(h, k, v, bias_Bx1xSxS), deterministic=deterministic)
+    h = LayerNorm(self.config, name="pre_mlp_norm")(x_BxSxD)
+    return x_BxSxD + drop(MLP(self.config, name="mlp")(h, deterministic), deterministic=deterministic)
+
+
+class DecoderLayer(nn.Module):
+  """Self-attention (optionally cached), cross-attention (encoder-decoder only), MLP."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.pre_self_attention_norm = LayerNorm(cfg)
+    self.self_attention = Attention(cfg)
+    if not cfg.decoder_only:
+      self.pre_cross_attention_norm = LayerNorm(cfg)
+      self.cross_attention = Attention(cfg)
+    self.pre_mlp_norm = LayerNorm(cfg)
+    self.mlp = MLP(cfg)
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def cross_kv(self, encoded_BxSxD):
+    return self.cross_attention.project_kv(encoded_BxSxD)
+
+  def __call__(self, y_BxTxD, self_bias, cross_kv, cross_bias, layer_cache, cache_index,
+               deterministic: bool):
+    """Returns (y, new_layer_cache). layer_cache=None means no cache (teacher forcing)."""
+    h = self.pre_self_attention_norm(y_BxTxD)
+    k, v = self.self_attention.project_kv(h)
+    new_cache = None
+    if layer_cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k.astype(layer_cache["k"].dtype),
+                                              cache_index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v.astype(layer_cache["v"].dtype),
+                                              cache_index, axis=1)
+      new_cache = dict(layer_cache, k=k, v=v)
+    y_BxTxD = y_BxTxD + self.dropout(self.self_attention(h, k, v, self_bias),
+                                     deterministic=deterministic)
+    if not self.config.decoder_only:
+      h = self.pre_cross_attention_norm(y_BxTxD)
+      ck, cv = cross_kv
+      y_BxTxD = y_BxTxD + self.dropout(self.cross_attention(h, ck, cv, cross_bias),
+                                       deterministic=deterministic)
+    h = self.pre_mlp_norm(y_BxTxD)
+    y_BxTxD = y_BxTxD + self.dropout(self.mlp(h, deterministic), deterministic=deterministic)
+    return y_BxTxD, new_cache
+
+
+def _key_bias(valid_BxL: jax.Array) -> jax.Array:
+  return jnp.where(valid_BxL, 0.0, NEG_INF)[:, None, None, :].astype(jnp.float32)
+
+
+def causal_bias(query_slots_BxT: jax.Array, key_valid_BxL: jax.Array) -> jax.Array:
+  """Bias [B,1,T,L]: query in cache slot i sees key slot l iff l <= i and key l is valid."""
+  num_keys = key_valid_BxL.shape[1]
+  visible_BxTxL = (jnp.arange(num_keys)[None, None, :] <= query_slots_BxT[:, :, None])
+  visible_BxTxL = visible_BxTxL & key_valid_BxL[:, None, :]
+  return jnp.where(visible_BxTxL, 0.0, NEG_INF)[:, None, :, :].astype(jnp.float32)
+
+
+def left_align_to_right(inputs_BxS: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Moves right-padded rows to the right edge (left padding); returns (tokens, valid mask)."""
+  length = inputs_BxS.shape[1]
+  lengths_B = (inputs_BxS != PAD_ID).sum(-1)
+  shift_B = length - lengths_B
+  src_idx_BxS = jnp.arange(length)[None, :] - shift_B[:, None]
+  valid_BxS = src_idx_BxS >= 0
+  gathered = jnp.take_along_axis(inputs_BxS, jnp.clip(src_idx_BxS, 0, length - 1), axis=1)
+  return jnp.where(valid_BxS, gathered, PAD_ID), valid_BxS
+
+
+class Transformer(nn.Module):
+  """The policy network. See the module docstring for conventions."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = _param(self, "embedding", nn.initializers.normal(1.0),
+                            (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                            jnp.dtype(cfg.param_dtype))
+    if not cfg.decoder_only:
+      self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_{i}")
+                             for i in range(cfg.num_encoder_layers)]
+      self.encoder_norm = LayerNorm(cfg)
+    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_{i}")
+                           for i in range(cfg.num_decoder_layers)]
+    self.decoder_norm = LayerNorm(cfg)
+    self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+    if cfg.value_head:
+      self.value_hidden = _param(self, "value_hidden", _fan_in_init(0, 1),
+                                 (cfg.d_model, cfg.d_model), ("embed", "mlp"),
+                                 jnp.dtype(cfg.param_dtype))
+      self.value_out = _param(self, "value_out", nn.initializers.zeros, (cfg.d_model,), ("mlp",),
+                              jnp.dtype(cfg.param_dtype))
+      self.value_bias = _param(self, "value_bias", nn.initializers.zeros, (), (),
+                               jnp.dtype(cfg.param_dtype))
+
+  # ----------------------------------------------------------------------------------- pieces
+  def _embed(self, tokens_BxT, positions_BxT, deterministic):
+    cfg = self.config
+    x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(cfg.dtype)
+    x = x + sinusoidal_positions(positions_BxT, cfg.d_model).astype(cfg.dtype)
+    return self.embed_dropout(x, deterministic=deterministic)
+
+  def _logits(self, hidden_BxTxD):
+    cfg = self.config
+    logits = jnp.einsum("btd,vd->btv", hidden_BxTxD, self.embedding.astype(cfg.dtype))
+    return logits.astype(jnp.float32) * (cfg.d_model ** -0.5)
+
+  def _values(self, hidden_BxTxD):
+    h = hidden_BxTxD.astype(jnp.float32)
+    if self.config.value_stop_gradient:
+      h = jax.lax.stop_gradient(h)
+    h = nn.relu(h @ self.value_hidden.astype(jnp.float32))
+    return h @ self.value_out.astype(jnp.float32) + self.value_bias.astype(jnp.float32)
+
+  def encode(self, inputs_BxS, deterministic: bool = True):
+    valid_BxS = inputs_BxS != PAD_ID
+    positions = jnp.broadcast_to(jnp.arange(inputs_BxS.shape[1]), inputs_BxS.shape)
+    x = self._embed(inputs_BxS, positions, deterministic)
+    bias = _key_bias(valid_BxS)
+    for layer in self.encoder_layers:
+      x = layer(x, bias, deterministic)
+    return self.encoder_norm(x)
+
+  def _run_decoder(self, tokens_BxT, positions_BxT, self_bias, cross_kvs, cross_bias, cache,
+                   cache_index, deterministic):
+    y = self._embed(tokens_BxT, positions_BxT, deterministic)
+    new_layers = []
+    for i, layer in enumerate(self.decoder_layers):
+      layer_cache = None if cache is None else cache["layers"][i]
+      cross_kv = None if cross_kvs is None else cross_kvs[i]
+      y, new_layer_cache = layer(y, self_bias, cross_kv, cross_bias, layer_cache, cache_index,
+                                 deterministic)
+      new_layers.append(new_layer_cache)
+    return self.decoder_norm(y), new_layers
+
+  # ------------------------------------------------------------------------ teacher forcing
+  def __call__(self, inputs_BxS, targets_BxT, deterministic: bool = True,
+               return_values: bool = False):
+    """Teacher-forced forward. Returns logits [B,T,V] predicting targets (and values [B,T])."""
+    if self.config.decoder_only:
+      hidden = self._decoder_only_hidden(inputs_BxS, targets_BxT, deterministic)
+    else:
+      hidden = self._encoder_decoder_hidden(inputs_BxS, targets_BxT, deterministic)
+    logits = self._logits(hidden)
+    if not return_values:
+      return logits
+    if not self.config.value_head:
+      raise ValueError("return_values=True needs ModelConfig.value_head=True.")
+    return logits, self._values(hidden)
+
+  def _encoder_decoder_hidden(self, inputs_BxS, targets_BxT, deterministic):
+    encoded = self.encode(inputs_BxS, deterministic)
+    decoder_inputs = jnp.pad(targets_BxT[:, :-1], [(0, 0), (1, 0)], constant_values=PAD_ID)
+    t = targets_BxT.shape[1]
+    slots_BxT = jnp.broadcast_to(jnp.arange(t), targets_BxT.shape)
+    self_bias = causal_bias(slots_BxT, jnp.ones(targets_BxT.shape, bool))
+    cross_kvs = [layer.cross_kv(encoded) for layer in self.decoder_layers]
+    cross_bias = _key_bias(inputs_BxS != PAD_ID)
+    hidden, _ = self._run_decoder(decoder_inputs, slots_BxT, self_bias, cross_kvs, cross_bias,
+                                  None, None, deterministic)
+    return hidden
+
+  def _decoder_only_hidden(self, inputs_BxS, targets_BxT, deterministic):
+    prompt_BxS, prompt_valid_BxS = left_align_to_right(inputs_BxS)
+    s, t = inputs_BxS.shape[1], targets_BxT.shape[1]
+    sequence = jnp.concatenate([prompt_BxS, targets_BxT[:, :-1]], axis=1)
+    valid = jnp.concatenate([prompt_valid_BxS, jnp.ones((inputs_BxS.shape[0], t - 1), bool)], 1)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0)
+    slots = jnp.broadcast_to(jnp.arange(s + t - 1), sequence.shape)
+    self_bias = causal_bias(slots, valid)
+    hidden, _ = self._run_decoder(sequence, positions, self_bias, None, None, None, None,
+                                  deterministic)
+    return hidden[:, s - 1:, :]
+
+  # ------------------------------------------------------------------------------ decoding
+  def prefill(self, inputs_BxS, num_samples: int, max_decode_len: int):
+    """Prepares a cache for B*num_samples rows and returns (first-token logits [BN,V], cache).
+
+    Rows are source-major: row b*num_samples + j is sample j of source b. The encoder (or the
+    decoder-only prompt) runs once per source; its keys/values are repeated across samples.
+    """
+    cfg = self.config
+    b, s = inputs_BxS.shape
+    n = num_samples
+    h, k = cfg.num_heads, cfg.resolved_head_dim
+    cache_len = max_decode_len if not cfg.decoder_only else s + max_decode_len
+
+    def empty(rows):
+      return jnp.zeros((rows, cache_len, h, k), cfg.dtype)
+
+    if cfg.decoder_only:
+      prompt_BxS, prompt_valid_BxS = left_align_to_right(inputs_BxS)
+      kv_valid = jnp.concatenate([prompt_valid_BxS, jnp.ones((b, max_decode_len), bool)], 1)
+      positions = jnp.maximum(jnp.cumsum(prompt_valid_BxS, axis=1) - 1, 0)
+      cache = {"layers": [{"k": empty(b), "v": empty(b)} for _ in self.decoder_layers]}
+      slots = jnp.broadcast_to(jnp.arange(s), (b, s))
+      hidden, layers = self._run_decoder(prompt_BxS, positions, causal_bias(slots, kv_valid),
+                                         None, None, cache, 0, True)
+      logits_BxV = self._logits(hidden[:, -1:, :])[:, 0]
+      cache = {
+          "layers": jax.tree_util.tree_map(lambda x: jnp.repeat(x, n, axis=0), layers),
+          "index": jnp.array(s, jnp.int32),
+          "position": jnp.repeat(prompt_valid_BxS.sum(-1).astype(jnp.int32), n),
+          "kv_valid": jnp.repeat(kv_valid, n, axis=0),
+      }
+      return jnp.repeat(logits_BxV, n, axis=0), cache
+
+    encoded = self.encode(inputs_BxS, True)
+    layers = []
+    for layer in self.decoder_layers:
+      ck, cv = layer.cross_kv(encoded)
+      layers.append({"k": empty(b * n), "v": empty(b * n),
+                     "cross_k": jnp.repeat(ck, n, axis=0), "cross_v": jnp.repeat(cv, n, axis=0)})
+    cache = {
+        "layers": layers,
+        "index": jnp.array(0, jnp.int32),
+        "position": jnp.zeros((b * n,), jnp.int32),
+        "kv_valid": jnp.ones((b * n, cache_len), bool),
+        "cross_valid": jnp.repeat(inputs_BxS != PAD_ID, n, axis=0),
+    }
+    start = jnp.full((b * n,), PAD_ID, jnp.int32)
+    return self.decode_step(start, cache)
+
+  def decode_step(self, tokens_B, cache: Cache):
+    """Feeds one token per row; returns (next-token logits [B,V], updated cache)."""
+    index = cache["index"]
+    positions_Bx1 = cache["position"][:, None]
+    slots_Bx1 = jnp.full(positions_Bx1.shape, index)
+    self_bias = causal_bias(slots_Bx1, cache["kv_valid"])
+    if self.config.decoder_only:
+      cross_kvs, cross_bias = None, None
+    else:
+      cross_kvs = [(lc["cross_k"], lc["cross_v"]) for lc in cache["layers"]]
+      cross_bias = _key_bias(cache["cross_valid"])
+    hidden, layers = self._run_decoder(tokens_B[:, None], positions_Bx1, self_bias, cross_kvs,
+                                       cross_bias, cache, index, True)
+    new_cache = dict(cache, layers=layers, index=index + 1, position=cache["position"] + 1)
+    return self._logits(hidden)[:, 0], new_cache
+
+
+def token_log_probs(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
+  """log softmax(logits)[target] per position, in float32."""
+  log_probs = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_probs, targets_BxT[..., None], axis=-1)[..., 0]

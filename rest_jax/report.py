@@ -1,0 +1,334 @@
+"""Results of a ReST run: a resumable log, the paper's Table 1, plots and TensorBoard scalars.
+
+The ReST loop records one row per evaluation point (one policy, one split), e.g.
+
+    {"run": "G1I2", "grow_step": 1, "improve_step": 2, "split": "validation",
+     "mean_reward": 77.8, "bleu": 31.2, "chrf": 55.0, "length_ratio": 0.98, "distinct_1": 0.21,
+     "distinct_2": 0.63, "num_grown": 160000, "num_kept": 41000, "threshold": "threshold:tau=0.8",
+     "loss": "bc", "best_of_n": {"1": 77.8, "4": 80.1}}
+
+Rewards are on the paper's 0-100 scale. ``results.jsonl`` is the source of truth: append-only and
+flushed per row, so a run killed at any point loses at most the row being written; on resume a
+point recorded again replaces the earlier row (rows are keyed by (run, split)). ``results.csv``
+and ``results.md`` are views rewritten from it.
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+ROW_FIELDS = ("run", "grow_step", "improve_step", "split", "mean_reward", "bleu", "chrf",
+              "length_ratio", "distinct_1", "distinct_2", "num_grown", "num_kept", "threshold",
+              "loss", "best_of_n")
+JSONL_NAME, CSV_NAME, MARKDOWN_NAME = "results.jsonl", "results.csv", "results.md"
+
+
+def run_name(grow_step: int, improve_step: int) -> str:
+  """The run label used in rows and plots: ``G1I2`` is Grow step 1, Improve step 2."""
+  return f"G{grow_step}I{improve_step}"
+
+
+def _to_builtin(value: Any) -> Any:
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"results row value {value!r} ({type(value).__name__}) is not JSON-serialisable")
+
+
+class ResultsLog:
+  """Rows of one workdir, persisted to results.jsonl (+ results.csv) as they are recorded."""
+
+  def __init__(self, workdir: str | os.PathLike):
+    self.workdir = os.fspath(workdir)
+    self.jsonl_path = os.path.join(self.workdir, JSONL_NAME)
+    self.csv_path = os.path.join(self.workdir, CSV_NAME)
+    self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+    os.makedirs(self.workdir, exist_ok=True)
+    if os.path.exists(self.jsonl_path):
+      self._load()
+
+  def _load(self) -> None:
+    with open(self.jsonl_path, "rb") as f:
+      data = f.read()
+    lines = data.split(b"\n")
+    good_end = 0  # Byte offset just past the last complete, parseable line.
+    for number, line in enumerate(lines, start=1):
+      is_last = number == len(lines)
+      if not line.strip():
+        good_end += len(line) + (0 if is_last else 1)
+        continue
+      try:
+        row = json.loads(line)
+        self._check_row(row)
+      except (ValueError, TypeError) as e:
+        if is_last or (number == len(lines) - 1 and not lines[-1]):
+          logging.warning("%s: ignoring incomplete last line %d (%r...): %s; it will be "
+                          "removed.", self.jsonl_path, number, line[:80], e)
+          with open(self.jsonl_path, "r+b") as f:
+            f.truncate(good_end)
+          return
+        raise ValueError(f"{self.jsonl_path} line {number} is not a valid results row ({e}); "
+                         f"only the last line may be incomplete. Fix or remove that line.") from e
+      self._rows[(row["run"], row["split"])] = row
+      good_end += len(line) + (0 if is_last else 1)
+    if data and not data.endswith(b"\n"):
+      with open(self.jsonl_path, "ab") as f:
+        f.write(b"\n")
+
+  @staticmethod
+  def _check_row(row: Any) -> None:
+    if not isinstance(row, dict):
+      raise ValueError(f"a results row must be a dict, got {type(row).__name__}")
+    for key in ("run", "split"):
+      if not isinstance(row.get(key), str) or not row[key]:
+        raise ValueError(f"a results row needs a non-empty string {key!r}, got "
+                         f"{row.get(key)!r}")
+
+  @property
+  def rows(self) -> list[dict[str, Any]]:
+    """Recorded rows, one per (run, split), in the order each point was first recorded."""
+    return [dict(row) for row in self._rows.values()]
+
+  def record(self, row: Mapping[str, Any]) -> None:
+    """Appends ``row`` (flushed and synced), replacing any earlier row of the same point."""
+    row = dict(row)
+    self._check_row(row)
+    line = json.dumps(row, default=_to_builtin)
+    row = json.loads(line)  # The stored form, with numpy values turned into Python ones.
+    with open(self.jsonl_path, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    self._rows[(row["run"], row["split"])] = row
+    self._write_csv()
+
+  def _write_csv(self) -> None:
+    extra = sorted({k for row in self._rows.values() for k in row} - set(ROW_FIELDS))
+    fields = list(ROW_FIELDS) + extra
+    tmp_path = self.csv_path + ".tmp"
+    with open(tmp_path, "w", newline="", encoding="utf-8") as f:
+      writer = csv.DictWriter(f, fieldnames=fields)
+      writer.writeheader()
+      for row in self._rows.values():
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                         for k, v in row.items()})
+    os.replace(tmp_path, self.csv_path)
+
+
+# ----------------------------------------------------------------------------- markdown table
+
+
+def _sorted_rows(rows: Iterable[Mapping[str, Any]], split: str) -> list[Mapping[str, Any]]:
+  chosen = [r for r in rows if r.get("split") == split]
+  return sorted(chosen, key=lambda r: (r.get("grow_step", math.inf),
+                                       r.get("improve_step", math.inf), r["run"]))
+
+
+def _label(row: Mapping[str, Any]) -> str:
+  grow, improve = row.get("grow_step"), row.get("improve_step")
+  if grow is None or improve is None:
+    return row["run"]
+  return "BC (G=0 I=0)" if grow == 0 and improve == 0 else f"G={grow} I={improve}"
+
+
+def _number(row: Mapping[str, Any], key: str, digits: int) -> str:
+  value = row.get(key)
+  return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _grown_kept(row: Mapping[str, Any]) -> str:
+  grown, kept = row.get("num_grown"), row.get("num_kept")
+  if grown is None and kept is None:
+    return "-"
+  return " / ".join("-" if v is None else f"{v:,}" for v in (grown, kept))
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]], split: str = "validation") -> str:
+  """The paper's Table 1 for one split: one line per (Grow, Improve) step, BC first."""
+  lines = ["| run | reward | BLEU | chrF | length ratio | distinct-2 | grown / kept | threshold "
+           "| loss |",
+           "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+  for row in _sorted_rows(rows, split):
+    cells = [_label(row), _number(row, "mean_reward", 2), _number(row, "bleu", 2),
+             _number(row, "chrf", 2), _number(row, "length_ratio", 3),
+             _number(row, "distinct_2", 3), _grown_kept(row), row.get("threshold") or "-",
+             row.get("loss") or "-"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_markdown(workdir: str | os.PathLike,
+                   rows: Sequence[Mapping[str, Any]] | None = None) -> str:
+  """Writes results.md (validation table, then the test table if there are test rows)."""
+  rows = ResultsLog(workdir).rows if rows is None else rows
+  parts = ["# ReST results\n", "Rewards are average rewards on the 0-100 scale.\n",
+           "## Validation\n", markdown_table(rows, "validation")]
+  if any(r.get("split") == "test" for r in rows):
+    parts += ["## Test\n", markdown_table(rows, "test")]
+  path = os.path.join(os.fspath(workdir), MARKDOWN_NAME)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(parts))
+  return path
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  FigureCanvasAgg(fig)
+  fig.savefig(path, dpi=100)
+  return path
+
+
+def plot_reward_per_step(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike,
+                         split: str = "validation") -> str:
+  """Reward and BLEU after each step (x: G0I0, G1I0, G1I1, ...), Grow steps separated."""
+  chosen = _sorted_rows(rows, split)
+  if not chosen:
+    raise ValueError(f"plot_reward_per_step: no rows with split={split!r}")
+  labels = [run_name(r["grow_step"], r["improve_step"]) if "grow_step" in r and
+            "improve_step" in r else r["run"] for r in chosen]
+  x = np.arange(len(chosen))
+  fig = Figure(figsize=(max(6.0, 0.7 * len(chosen)), 6.0), layout="constrained")
+  axes = fig.subplots(2, 1, sharex=True)
+  for ax, key, title in ((axes[0], "mean_reward", "average reward (0-100)"),
+                         (axes[1], "bleu", "BLEU")):
+    values = [np.nan if r.get(key) is None else r[key] for r in chosen]
+    ax.plot(x, values, marker="o")
+    ax.set_ylabel(title)
+    ax.grid(alpha=0.3)
+    for i in range(1, len(chosen)):
+      if chosen[i].get("grow_step") != chosen[i - 1].get("grow_step"):
+        ax.axvline(i - 0.5, color="gray", linestyle=":")
+  axes[0].set_title(f"ReST, {split} split")
+  axes[1].set_xticks(x, labels)
+  return _save(fig, path)
+
+
+def plot_reward_histograms(rewards_by_grow_step: Mapping[int, np.ndarray],
+                           thresholds_by_grow_step: Mapping[int, Sequence[float]],
+                           path: str | os.PathLike) -> str:
+  """Grown-data reward histograms, one panel per Grow step, with the Improve thresholds."""
+  if not rewards_by_grow_step:
+    raise ValueError("plot_reward_histograms: rewards_by_grow_step is empty")
+  unknown = sorted(set(thresholds_by_grow_step) - set(rewards_by_grow_step))
+  if unknown:
+    raise ValueError(f"plot_reward_histograms: thresholds given for Grow steps {unknown} that "
+                     f"have no rewards; Grow steps with rewards: {sorted(rewards_by_grow_step)}")
+  steps = sorted(rewards_by_grow_step)
+  fig = Figure(figsize=(4.5 * len(steps), 3.5), layout="constrained")
+  axes = np.atleast_1d(fig.subplots(1, len(steps), sharey=True))
+  for ax, step in zip(axes, steps):
+    rewards = np.asarray(rewards_by_grow_step[step], dtype=np.float64).reshape(-1)
+    ax.hist(rewards, bins=np.linspace(0.0, 1.0, 41), color="tab:blue", alpha=0.7)
+    for i, tau in enumerate(thresholds_by_grow_step.get(step, ())):
+      ax.axvline(tau, color="tab:orange", linestyle="--",
+                 label="thresholds" if i == 0 else None)
+      ax.annotate(f"{tau:g}", (tau, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                  ha="center", va="bottom")
+    if rewards.size:
+      ax.axvline(rewards.mean(), color="tab:red", label=f"mean {rewards.mean():.3f}")
+    ax.set_title(f"Grow step {step} ({rewards.size:,} samples)", pad=12)
+    ax.set_xlabel("reward")
+    ax.set_xlim(0.0, 1.0)
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("samples")
+  return _save(fig, path)
+
+
+def plot_best_of_n(curves: Mapping[str, Sequence[tuple[int, float]]],
+                   path: str | os.PathLike) -> str:
+  """Reward of the best of N samples against N (log scale), one line per policy."""
+  if not curves:
+    raise ValueError("plot_best_of_n: curves is empty")
+  fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+  ax = fig.subplots()
+  for name, points in curves.items():
+    points = sorted(points)
+    if not points or any(n < 1 for n, _ in points):
+      raise ValueError(f"plot_best_of_n: curve {name!r} needs (N, reward) points with N >= 1, "
+                       f"got {points}")
+    ax.plot([n for n, _ in points], [r for _, r in points], marker="o", label=name)
+  ax.set_xscale("log")
+  ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+  ax.set_xlabel("N (samples per source)")
+  ax.set_ylabel("best-of-N reward (0-100)")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+
+def _import_tensorflow():
+  """Imports TensorFlow for its summary writer only, hiding accelerators from it.
+
+  TF would otherwise reserve most of the GPU memory that JAX needs. If TF's runtime was already
+  initialised elsewhere in the process, its device setup is left as it is.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:
+    pass
+  return tf
+
+
+class TensorBoardWriter:
+  """Scalars per step in TensorBoard event files under ``logdir``.
+
+  Writes through ``tf.summary.write`` with the scalars plugin metadata, i.e. the records
+  ``tf.summary.scalar`` produces, without needing the tensorboard package at write time.
+  """
+
+  def __init__(self, logdir: str | os.PathLike):
+    self._tf = _import_tensorflow()
+    from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+    self.logdir = os.fspath(logdir)
+    self._writer = self._tf.summary.create_file_writer(self.logdir)
+    self._metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+  def scalar(self, tag: str, value: float, step: int) -> None:
+    value = float(value)
+    with self._writer.as_default():
+      self._tf.summary.write(tag, self._tf.constant(value, self._tf.float32), step=int(step),
+                             metadata=self._metadata)
+
+  def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+    for tag, value in values.items():
+      self.scalar(f"{prefix}{tag}", value, step)
+
+  def write_row(self, row: Mapping[str, Any], step: int) -> None:
+    """Logs a results row's numeric fields as ``<split>/<field>``."""
+    numeric = {k: v for k, v in row.items() if k not in ("grow_step", "improve_step")
+               and isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+    self.scalars(numeric, step, prefix=f"{row.get('split', 'eval')}/")
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+  def __enter__(self) -> "TensorBoardWriter":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()

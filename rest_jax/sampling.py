@@ -1,0 +1,221 @@
+"""Autoregressive sampling and beam search, compiled end to end.
+
+The sampler is a pure function that reaches the network only through two callbacks
+(`DecodeFns.prefill` and `DecodeFns.step`), so it can be tested and reused independently of the
+model. The prompt is processed once (the encoder for encoder-decoder models, a cached prefill for
+decoder-only ones); the token loop is a `lax.while_loop` on device that stops as soon as every row
+has produced EOS. Keys are derived with `fold_in(rng, t)`, so results are deterministic for a given
+key and independent of how the batch is sharded.
+
+Shape-suffix legend: B sources, N samples per source, R = B*N rows, T decode length, V vocab,
+W beam width.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from rest_jax import sharding as sharding_lib
+from rest_jax.configs import BeamSearchConfig, SamplingConfig
+from rest_jax.models.transformer import EOS_ID, NEG_INF, PAD_ID, Transformer
+
+
+class DecodeFns(NamedTuple):
+  """Callbacks into the network. Rows are source-major: row b*n + j is sample j of source b."""
+  # (params, inputs_BxS, num_samples, max_decode_len) -> (first logits [R, V], cache)
+  prefill: Callable[..., tuple[jax.Array, Any]]
+  # (params, tokens_R, cache) -> (next logits [R, V], cache)
+  step: Callable[..., tuple[jax.Array, Any]]
+  # cache -> cache with rows gathered by `indices` (beam search reordering)
+  gather_rows: Callable[[Any, jax.Array], Any]
+
+
+def model_decode_fns(model: Transformer) -> DecodeFns:
+  def prefill(params, inputs, num_samples, max_decode_len):
+    return model.apply({"params": params}, inputs, num_samples, max_decode_len,
+                       method=Transformer.prefill)
+
+  def step(params, tokens, cache):
+    return model.apply({"params": params}, tokens, cache, method=Transformer.decode_step)
+
+  def gather_rows(cache, indices):
+    return jax.tree_util.tree_map(lambda x: x if x.ndim == 0 else x[indices], cache)
+
+  return DecodeFns(prefill, step, gather_rows)
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  tokens: jax.Array  # [B, N, T] int32, PAD after EOS.
+  lengths: jax.Array  # [B, N] int32, tokens up to and including EOS.
+  token_logprobs: jax.Array  # [B, N, T] log-prob under the policy at temperature 1; 0 on padding.
+  sample_logprobs: jax.Array  # [B, N, T] log-prob under the sampling distribution; 0 on padding.
+
+
+def process_logits(logits_RxV: jax.Array, config: SamplingConfig) -> jax.Array:
+  """The sampling distribution's logits: PAD removed, temperature, then top-k and top-p."""
+  logits = logits_RxV.astype(jnp.float32).at[:, PAD_ID].set(NEG_INF)
+  if config.temperature > 0:
+    logits = logits / config.temperature
+  if config.top_k:
+    kth_Rx1 = jax.lax.top_k(logits, config.top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth_Rx1, NEG_INF, logits)
+  if config.top_p < 1.0:
+    sorted_RxV = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_RxV, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    # Keep the smallest prefix whose mass reaches top_p; the top token is always kept.
+    keep = mass_before < config.top_p
+    threshold_Rx1 = jnp.min(jnp.where(keep, sorted_RxV, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < threshold_Rx1, NEG_INF, logits)
+  return logits
+
+
+def _pick(logits_RxV, key, config: SamplingConfig):
+  """Returns (token, policy log-prob at T=1, sampling-distribution log-prob)."""
+  processed = process_logits(logits_RxV, config)
+  if config.temperature == 0:
+    token = jnp.argmax(processed, axis=-1).astype(jnp.int32)
+    sample_lp = jnp.zeros(token.shape, jnp.float32)
+  else:
+    token = jax.random.categorical(key, processed, axis=-1).astype(jnp.int32)
+    sample_lp = jnp.take_along_axis(jax.nn.log_softmax(processed), token[:, None], 1)[:, 0]
+  policy_lp = jnp.take_along_axis(jax.nn.log_softmax(logits_RxV.astype(jnp.float32)),
+                                  token[:, None], 1)[:, 0]
+  return token, policy_lp, sample_lp
+
+
+def sample(decode_fns: DecodeFns, params: Any, inputs_BxS: jax.Array, rng: jax.Array,
+           config: SamplingConfig) -> SampleOutput:
+  """Draws `config.num_samples` continuations per source. Pure; jit it with a static config."""
+  b, n, t_max = inputs_BxS.shape[0], config.num_samples, config.max_decode_len
+  logits, cache = decode_fns.prefill(params, inputs_BxS, n, t_max)
+  rows = b * n
+  init = dict(t=jnp.array(0, jnp.int32), logits=logits, cache=cache,
+              tokens=jnp.zeros((rows, t_max), jnp.int32),
+              policy_lp=jnp.zeros((rows, t_max), jnp.float32),
+              sample_lp=jnp.zeros((rows, t_max), jnp.float32),
+              done=jnp.zeros((rows,), bool))
+
+  def cond(s):
+    running = s["t"] < t_max
+    if config.stop_at_eos:
+      running &= ~jnp.all(s["done"])
+    return running
+
+  def body(s):
+    token, policy_lp, sample_lp = _pick(s["logits"], jax.random.fold_in(rng, s["t"]), config)
+    token = jnp.where(s["done"], PAD_ID, token)
+    write = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], s["t"], axis=1)
+    done = s["done"] | (token == EOS_ID) if config.stop_at_eos else s["done"]
+    logits, cache = decode_fns.step(params, token, s["cache"])
+    return dict(t=s["t"] + 1, logits=logits, cache=cache, done=done,
+                tokens=write(s["tokens"], token),
+                policy_lp=write(s["policy_lp"], jnp.where(s["done"], 0.0, policy_lp)),
+                sample_lp=write(s["sample_lp"], jnp.where(s["done"], 0.0, sample_lp)))
+
+  final = jax.lax.while_loop(cond, body, init)
+  lengths = (final["tokens"] != PAD_ID).sum(-1).astype(jnp.int32)
+  shape = (b, n, t_max)
+  return SampleOutput(tokens=final["tokens"].reshape(shape), lengths=lengths.reshape(b, n),
+                      token_logprobs=final["policy_lp"].reshape(shape),
+                      sample_logprobs=final["sample_lp"].reshape(shape))
+
+
+def make_sampler(model: Transformer, config: SamplingConfig, mesh: Mesh, param_shardings: Any
+                 ) -> Callable[[Any, jax.Array, jax.Array], SampleOutput]:
+  """A jitted `(params, inputs_BxS, rng) -> SampleOutput` with the batch split over the mesh.
+
+  `param_shardings` must be the shardings of the policy state's params, so the sampler reads the
+  training state in place.
+  """
+  batch3 = sharding_lib.batch_sharding(mesh, 3)
+  batch2 = sharding_lib.batch_sharding(mesh, 2)
+  out = SampleOutput(tokens=batch3, lengths=batch2, token_logprobs=batch3, sample_logprobs=batch3)
+  fn = functools.partial(sample, model_decode_fns(model), config=config)
+  return jax.jit(lambda p, x, r: fn(p, x, r),
+                 in_shardings=(param_shardings, batch2, sharding_lib.replicated(mesh)),
+                 out_shardings=out)
+
+
+# ------------------------------------------------------------------------------ beam search
+@flax.struct.dataclass
+class BeamOutput:
+  tokens: jax.Array  # [B, W, T] best first.
+  scores: jax.Array  # [B, W] length-normalised log-probs.
+
+
+def _length_norm(length, alpha):
+  return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
+
+
+def beam_search(decode_fns: DecodeFns, params: Any, inputs_BxS: jax.Array,
+                config: BeamSearchConfig) -> BeamOutput:
+  """Length-normalised beam search (score = log p / ((5+len)/6)^alpha). Pure; jit with config."""
+  b, w, t_max = inputs_BxS.shape[0], config.beam_size, config.max_decode_len
+  logits, cache = decode_fns.prefill(params, inputs_BxS, w, t_max)
+  vocab = logits.shape[-1]
+  # Only the first beam of each source is live at the start (all beams are identical).
+  alive_lp = jnp.tile(jnp.array([0.0] + [NEG_INF] * (w - 1), jnp.float32), (b, 1))
+  init = dict(t=jnp.array(0, jnp.int32), logits=logits, cache=cache, alive_lp=alive_lp,
+              alive=jnp.zeros((b, w, t_max), jnp.int32),
+              fin=jnp.zeros((b, w, t_max), jnp.int32),
+              fin_score=jnp.full((b, w), NEG_INF, jnp.float32))
+
+  def cond(s):
+    # Stop when no alive beam can beat the worst finished one even at the maximum length.
+    best_alive = s["alive_lp"][:, 0] / _length_norm(jnp.array(t_max), config.length_penalty)
+    worst_fin = s["fin_score"][:, -1]
+    return (s["t"] < t_max) & ~jnp.all(worst_fin > best_alive)
+
+  def body(s):
+    t = s["t"]
+    lp_RxV = jax.nn.log_softmax(s["logits"].astype(jnp.float32)).at[:, PAD_ID].set(NEG_INF)
+    cand_BxWV = (s["alive_lp"][:, :, None] + lp_RxV.reshape(b, w, vocab)).reshape(b, w * vocab)
+    top_lp, top_idx = jax.lax.top_k(cand_BxWV, 2 * w)
+    beam_idx, token = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
+    seqs = jnp.take_along_axis(s["alive"], beam_idx[:, :, None], axis=1)
+    seqs = jax.lax.dynamic_update_slice_in_dim(seqs, token[:, :, None], t, axis=2)
+    is_eos = token == EOS_ID
+    # Finished candidates merge with the finished pool; keep the best w.
+    new_fin_score = jnp.where(is_eos, top_lp / _length_norm(t + 1, config.length_penalty),
+                              NEG_INF)
+    pool_score = jnp.concatenate([s["fin_score"], new_fin_score], axis=1)
+    pool_seq = jnp.concatenate([s["fin"], seqs], axis=1)
+    fin_score, fin_idx = jax.lax.top_k(pool_score, w)
+    fin = jnp.take_along_axis(pool_seq, fin_idx[:, :, None], axis=1)
+    # Alive candidates: the best w that did not end.
+    alive_lp, alive_pos = jax.lax.top_k(jnp.where(is_eos, NEG_INF, top_lp), w)
+    alive = jnp.take_along_axis(seqs, alive_pos[:, :, None], axis=1)
+    src_beam = jnp.take_along_axis(beam_idx, alive_pos, axis=1)
+    rows = (jnp.arange(b)[:, None] * w + src_beam).reshape(-1)
+    cache = decode_fns.gather_rows(s["cache"], rows)
+    next_tokens = jnp.take_along_axis(token, alive_pos, axis=1).reshape(-1)
+    logits, cache = decode_fns.step(params, next_tokens, cache)
+    return dict(t=t + 1, logits=logits, cache=cache, alive_lp=alive_lp, alive=alive, fin=fin,
+                fin_score=fin_score)
+
+  final = jax.lax.while_loop(cond, body, init)
+  # Sources with fewer than w finished beams fall back to their alive beams.
+  alive_score = final["alive_lp"] / _length_norm(final["t"], config.length_penalty)
+  has_fin = final["fin_score"] > NEG_INF / 2
+  tokens = jnp.where(has_fin[:, :, None], final["fin"], final["alive"])
+  scores = jnp.where(has_fin, final["fin_score"], alive_score)
+  order = jnp.argsort(-scores, axis=1)
+  return BeamOutput(tokens=jnp.take_along_axis(tokens, order[:, :, None], axis=1),
+                    scores=jnp.take_along_axis(scores, order, axis=1))
+
+
+def make_beam_search(model: Transformer, config: BeamSearchConfig, mesh: Mesh,
+                     param_shardings: Any) -> Callable[[Any, jax.Array], BeamOutput]:
+  batch2 = sharding_lib.batch_sharding(mesh, 2)
+  out = BeamOutput(tokens=sharding_lib.batch_sharding(mesh, 3), scores=batch2)
+  fn = functools.partial(beam_search, model_decode_fns(model), config=config)
+  return jax.jit(lambda p, x: fn(p, x), in_shardings=(param_shardings, batch2),
+                 out_shardings=out)

@@ -1,0 +1,102 @@
+"""Transformer: shapes, logical axes, KV-cache decoding equals full recomputation."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import toy_setup
+from rest_jax.models import Transformer, model_config, token_log_probs
+from rest_jax.models.presets import PRESETS
+
+AXES = {"vocab", "embed", "mlp", "heads", "kv"}
+
+
+def _init(model, src, tgt):
+  boxed = model.init(jax.random.PRNGKey(0), src, tgt, return_values=model.config.value_head)
+  return boxed["params"], nn.meta.unbox(boxed["params"])
+
+
+@pytest.mark.parametrize("decoder_only", [False, True])
+def test_every_parameter_has_logical_axes(decoder_only):
+  model = toy_setup.toy_model(decoder_only=decoder_only, value_head=True)
+  src, tgt = toy_setup.reverse_task(2, 6)
+  boxed, _ = _init(model, src, tgt)
+  leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+  for leaf in leaves:
+    assert len(leaf.names) == leaf.value.ndim
+    assert set(leaf.names) <= AXES
+
+
+@pytest.mark.parametrize("decoder_only", [False, True])
+def test_kv_cache_decoding_equals_full_recompute(decoder_only):
+  model = toy_setup.toy_model(decoder_only=decoder_only)
+  src, tgt = toy_setup.reverse_task(3, 7, seed=1)
+  _, params = _init(model, src, tgt)
+  n = 2
+  full_logits = np.repeat(np.asarray(model.apply({"params": params}, src, tgt)), n, axis=0)
+  logits, cache = model.apply({"params": params}, src, n, tgt.shape[1],
+                              method=Transformer.prefill)
+  tgt_rows = np.repeat(tgt, n, axis=0)
+  step_logits = [np.asarray(logits)]
+  for t in range(1, tgt.shape[1]):
+    logits, cache = model.apply({"params": params}, jnp.asarray(tgt_rows[:, t - 1]), cache,
+                                method=Transformer.decode_step)
+    step_logits.append(np.asarray(logits))
+  cached = np.stack(step_logits, axis=1)
+  np.testing.assert_allclose(cached, full_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_only_is_invariant_to_source_padding():
+  model = toy_setup.toy_model(decoder_only=True)
+  src, tgt = toy_setup.reverse_task(2, 5, seed=2)
+  _, params = _init(model, src, tgt)
+  padded = np.pad(src, [(0, 0), (0, 4)])
+  a = model.apply({"params": params}, src, tgt)
+  b = model.apply({"params": params}, padded, tgt)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_encoder_ignores_padding_and_future_targets():
+  model = toy_setup.toy_model()
+  src, tgt = toy_setup.reverse_task(2, 6, seed=3)
+  _, params = _init(model, src, tgt)
+  base = np.asarray(model.apply({"params": params}, src, tgt))
+  changed_tgt = tgt.copy()
+  changed_tgt[:, -1] = 5  # Changing the last target token cannot affect earlier predictions.
+  other = np.asarray(model.apply({"params": params}, np.pad(src, [(0, 0), (0, 3)]), changed_tgt))
+  np.testing.assert_allclose(base[:, :-1], other[:, :-1], atol=1e-5)
+
+
+def test_value_head_shapes_and_stop_gradient():
+  model = toy_setup.toy_model(value_head=True)
+  src, tgt = toy_setup.reverse_task(2, 6)
+  _, params = _init(model, src, tgt)
+  logits, values = model.apply({"params": params}, src, tgt, return_values=True)
+  assert logits.shape == (2, 6, toy_setup.VOCAB) and values.shape == (2, 6)
+
+  def value_sum(p):
+    return model.apply({"params": p}, src, tgt, return_values=True)[1].sum()
+
+  grads = jax.grad(value_sum)(params)
+  assert float(jnp.abs(grads["decoder_0"]["mlp"]["wi"]).sum()) == 0.0
+  assert float(jnp.abs(grads["value_out"]).sum()) > 0.0
+
+
+def test_token_log_probs_normalised():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 7))
+  total = sum(np.exp(token_log_probs(logits, jnp.full((2, 3), v))) for v in range(7))
+  np.testing.assert_allclose(total, 1.0, atol=1e-5)
+
+
+def test_paper_presets_have_paper_shapes():
+  tiny = model_config("tiny", 32000)
+  assert (tiny.d_model, tiny.d_ff, tiny.num_heads, tiny.num_encoder_layers,
+          tiny.num_decoder_layers) == (512, 1024, 4, 6, 6)
+  base = model_config("base", 32000)
+  assert (base.d_model, base.d_ff, base.num_heads) == (512, 2048, 8)
+  big = model_config("big", 32000)
+  assert (big.d_model, big.d_ff, big.num_heads) == (1024, 8192, 16)
+  assert {"toy", "tiny", "base", "big"} <= set(PRESETS)

@@ -1,0 +1,147 @@
+"""Tests for rest_jax.report: results log, Table 1 markdown, plots and TensorBoard events."""
+
+import csv
+import glob
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from rest_jax import report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(grow, improve, reward, split="validation", **extra):
+  row = {"run": report.run_name(grow, improve), "grow_step": grow, "improve_step": improve,
+         "split": split, "mean_reward": reward, "bleu": reward / 2, "chrf": reward / 1.5,
+         "length_ratio": 0.9876, "distinct_1": 0.4, "distinct_2": 0.61234,
+         "num_grown": 12000, "num_kept": 3400, "threshold": "", "loss": "bc"}
+  row.update(extra)
+  return row
+
+
+ROWS = [
+    _row(1, 1, 77.81, threshold="threshold:tau=0.8"),
+    _row(0, 0, 70.9, num_grown=None, num_kept=None),
+    _row(1, 0, 71.94),
+    _row(0, 0, 69.5, split="test"),
+]
+
+
+def test_markdown_table_orders_steps_and_formats_numbers():
+  table = report.markdown_table(ROWS, "validation")
+  lines = table.strip().splitlines()
+  assert lines[0].startswith("| run | reward | BLEU | chrF | length ratio | distinct-2 |")
+  assert len(lines) == 2 + 3  # Header, separator, three validation rows; the test row is left out.
+  assert lines[2] == ("| BC (G=0 I=0) | 70.90 | 35.45 | 47.27 | 0.988 | 0.612 | - | - | bc |")
+  assert lines[3].startswith("| G=1 I=0 | 71.94 | 35.97 |")
+  assert lines[3].endswith("| 12,000 / 3,400 | - | bc |")
+  assert lines[4].startswith("| G=1 I=1 | 77.81 | 38.91 | 51.87 |")
+  assert "| threshold:tau=0.8 |" in lines[4]
+  test_lines = report.markdown_table(ROWS, "test").strip().splitlines()
+  assert len(test_lines) == 3 and "69.50" in test_lines[2]
+
+
+def test_results_log_persists_and_replaces_on_resume(tmp_path):
+  log = report.ResultsLog(tmp_path)
+  for row in ROWS:
+    log.record(row)
+  # Resume: a fresh log reloads the rows; re-recording a point replaces it.
+  resumed = report.ResultsLog(tmp_path)
+  assert resumed.rows == log.rows
+  resumed.record(_row(1, 0, 72.5, loss="gold", best_of_n={"1": 72.5, "4": np.float32(75.0)}))
+  rows = report.ResultsLog(tmp_path).rows
+  assert len(rows) == 4
+  g1i0 = [r for r in rows if r["run"] == "G1I0" and r["split"] == "validation"]
+  assert len(g1i0) == 1 and g1i0[0]["mean_reward"] == 72.5 and g1i0[0]["loss"] == "gold"
+  assert g1i0[0]["best_of_n"] == {"1": 72.5, "4": 75.0}
+  # The jsonl is append-only (5 lines); the csv holds the deduplicated view.
+  with open(tmp_path / "results.jsonl") as f:
+    assert len(f.read().splitlines()) == 5
+  with open(tmp_path / "results.csv", newline="") as f:
+    csv_rows = list(csv.DictReader(f))
+  assert [(r["run"], r["split"]) for r in csv_rows] == [
+      ("G1I1", "validation"), ("G0I0", "validation"), ("G1I0", "validation"), ("G0I0", "test")]
+  assert csv_rows[2]["mean_reward"] == "72.5"
+  assert json.loads(csv_rows[2]["best_of_n"]) == {"1": 72.5, "4": 75.0}
+
+
+def test_results_log_tolerates_truncated_last_line(tmp_path, caplog):
+  log = report.ResultsLog(tmp_path)
+  log.record(ROWS[0])
+  log.record(ROWS[1])
+  with open(tmp_path / "results.jsonl", "a") as f:
+    f.write('{"run": "G1I0", "split": "valid')  # Killed mid-write.
+  with caplog.at_level(logging.WARNING):
+    resumed = report.ResultsLog(tmp_path)
+  assert "incomplete last line 3" in caplog.text
+  assert [r["run"] for r in resumed.rows] == ["G1I1", "G0I0"]
+  resumed.record(ROWS[2])  # The next row must not be glued onto the broken fragment.
+  assert [r["run"] for r in report.ResultsLog(tmp_path).rows] == ["G1I1", "G0I0", "G1I0"]
+
+
+def test_results_log_rejects_corrupt_middle_line_and_bad_rows(tmp_path):
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.write('{"run": "G0I0", "split": "validation"}\nnot json\n{"run": "G1I0", "split": "test"}\n')
+  with pytest.raises(ValueError, match="line 2 is not a valid results row"):
+    report.ResultsLog(tmp_path)
+  log = report.ResultsLog(tmp_path / "other")
+  with pytest.raises(ValueError, match="non-empty string 'split'"):
+    log.record({"run": "G0I0"})
+  with pytest.raises(TypeError, match="not JSON-serialisable"):
+    log.record({"run": "G0I0", "split": "validation", "bad": object()})
+
+
+def test_write_markdown(tmp_path):
+  log = report.ResultsLog(tmp_path)
+  for row in ROWS:
+    log.record(row)
+  path = report.write_markdown(tmp_path)
+  text = open(path).read()
+  assert path == os.path.join(tmp_path, "results.md")
+  assert text.index("## Validation") < text.index("| BC (G=0 I=0) | 70.90") < text.index("## Test")
+  assert "| BC (G=0 I=0) | 69.50" in text.split("## Test")[1]
+  report.write_markdown(tmp_path, rows=ROWS[:3])
+  assert "## Test" not in open(path).read()
+
+
+def _assert_png(path):
+  with open(path, "rb") as f:
+    data = f.read()
+  assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+def test_plots_are_written(tmp_path):
+  _assert_png(report.plot_reward_per_step(ROWS, tmp_path / "plots" / "reward.png"))
+  rng = np.random.default_rng(0)
+  rewards = {0: rng.beta(5, 3, 500), 1: rng.beta(7, 2, 400)}
+  _assert_png(report.plot_reward_histograms(rewards, {0: [0.7, 0.8], 1: [0.8, 0.9]},
+                                            tmp_path / "hist.png"))
+  _assert_png(report.plot_best_of_n({"BC": [(1, 70.9), (10, 75.0), (200, 78.0)],
+                                     "ReST G=2 I=3": [(1, 83.1), (4, 84.0)]},
+                                    tmp_path / "bon.png"))
+  with pytest.raises(ValueError, match="no rows with split='test2'"):
+    report.plot_reward_per_step(ROWS, tmp_path / "x.png", split="test2")
+  with pytest.raises(ValueError, match=r"Grow steps \[3\]"):
+    report.plot_reward_histograms(rewards, {3: [0.5]}, tmp_path / "x.png")
+
+
+def test_tensorboard_roundtrip(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with report.TensorBoardWriter(tmp_path / "tb") as writer:
+    writer.scalar("train/loss", 1.25, step=3)
+    writer.write_row(ROWS[0], step=7)
+    writer.flush()
+  found = {}
+  for event_file in glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(event_file):
+      for value in event.summary.value:
+        assert value.metadata.plugin_data.plugin_name == "scalars"
+        found[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+  assert found[("train/loss", 3)] == pytest.approx(1.25)
+  assert found[("validation/mean_reward", 7)] == pytest.approx(77.81)
+  assert found[("validation/num_kept", 7)] == pytest.approx(3400)
+  assert ("validation/grow_step", 7) not in found

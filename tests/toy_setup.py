@@ -1,0 +1,49 @@
+"""Shared toy-sized building blocks for the tests (imported after conftest set 8 CPU devices)."""
+
+import jax
+import numpy as np
+
+from rest_jax import optim, sharding, train_state
+from rest_jax.configs import MeshConfig, OptimizerConfig
+from rest_jax.models import Transformer, model_config
+
+VOCAB = 32
+
+
+def toy_model(decoder_only=False, value_head=False, vocab=VOCAB, **overrides):
+  return Transformer(model_config("toy", vocab, decoder_only=decoder_only, value_head=value_head,
+                                  **overrides))
+
+
+def mesh(data=1, fsdp=1, model=1):
+  devices = jax.devices()[: data * fsdp * model]
+  return sharding.make_mesh(MeshConfig(data=data, fsdp=fsdp, model=model), devices)
+
+
+def factory_and_state(model, mesh_, seed=0, opt=None):
+  factory = train_state.StateFactory(model, mesh_)
+  tx = optim.make_optimizer(opt or OptimizerConfig(learning_rate=3e-3, warmup_steps=10))
+  state, shardings = factory.create(jax.random.PRNGKey(seed), tx)
+  return factory, tx, state, shardings
+
+
+def random_sources(batch, length, seed=0, vocab=VOCAB):
+  """Right-padded EOS-terminated sources of varying lengths."""
+  rng = np.random.RandomState(seed)
+  out = np.zeros((batch, length), np.int32)
+  for i in range(batch):
+    n = rng.randint(2, length)
+    out[i, : n - 1] = rng.randint(3, vocab, size=n - 1)
+    out[i, n - 1] = 1
+  return out
+
+
+def reverse_task(num, length, seed=0, vocab=VOCAB):
+  """(inputs, targets): targets are the source tokens reversed, then EOS."""
+  src = random_sources(num, length, seed, vocab)
+  tgt = np.zeros_like(src)
+  for i, row in enumerate(src):
+    n = int((row != 0).sum()) - 1
+    tgt[i, :n] = row[:n][::-1]
+    tgt[i, n] = 1
+  return src, tgt
