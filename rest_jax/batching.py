@@ -50,7 +50,7 @@ class SequenceData:
     return round_up(s, multiple), round_up(t, multiple)
 
 
-def _pad(rows: Sequence[np.ndarray], length: int, dtype) -> np.ndarray:
+def pad_rows(rows: Sequence[np.ndarray], length: int, dtype) -> np.ndarray:
   out = np.full((len(rows), length), PAD_ID, dtype)
   for i, row in enumerate(rows):
     if len(row) > length:
@@ -63,8 +63,8 @@ def collate(data: SequenceData, indices: np.ndarray, source_len: int, target_len
             valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """Gathers rows `indices` into padded arrays; rows with valid=False get weight 0."""
   batch = {
-      "inputs": _pad([data.inputs[i] for i in indices], source_len, np.int32),
-      "targets": _pad([data.targets[i] for i in indices], target_len, np.int32),
+      "inputs": pad_rows([data.inputs[i] for i in indices], source_len, np.int32),
+      "targets": pad_rows([data.targets[i] for i in indices], target_len, np.int32),
   }
   weights = (np.ones(len(indices), np.float32) if data.weights is None
              else np.asarray(data.weights, np.float32)[indices])
@@ -74,7 +74,7 @@ def collate(data: SequenceData, indices: np.ndarray, source_len: int, target_len
   if data.rewards is not None:
     batch["rewards"] = np.asarray(data.rewards, np.float32)[indices]
   if data.behaviour_logprobs is not None:
-    batch["behaviour_logprobs"] = _pad([data.behaviour_logprobs[i] for i in indices], target_len,
+    batch["behaviour_logprobs"] = pad_rows([data.behaviour_logprobs[i] for i in indices], target_len,
                                        np.float32)
   return batch
 

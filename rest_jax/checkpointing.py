@@ -37,6 +37,10 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Saves (state, meta) as `step`, replacing an existing checkpoint of that step (a resumed
+    run may redo the last steps before a crash)."""
+    if step in self._manager.all_steps():
+      self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

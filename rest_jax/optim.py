@@ -1,6 +1,8 @@
 """Optimizer: AdamW with linear warm-up, a configurable decay and global-norm clipping.
 
 Weight decay applies to matrices only (not to LayerNorm scales, biases or loss dual variables).
+The update is finally multiplied by a learning-rate scale that lives in the optimizer *state*
+(`set_lr_scale`), so Improve rounds that only lower the learning rate reuse one compiled step.
 """
 
 from __future__ import annotations
@@ -47,4 +49,12 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
   parts.append(optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
                            eps=config.eps, weight_decay=config.weight_decay, mask=_decay_mask))
+  parts.append(optax.inject_hyperparams(optax.scale)(step_size=1.0))
   return optax.chain(*parts)
+
+
+def set_lr_scale(opt_state, scale) -> tuple:
+  """The optimizer state of `make_optimizer` with its learning-rate scale set to `scale`."""
+  scaler = opt_state[-1]
+  hyperparams = dict(scaler.hyperparams, step_size=jnp.asarray(scale, jnp.float32))
+  return tuple(opt_state[:-1]) + (scaler._replace(hyperparams=hyperparams),)

@@ -19,6 +19,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rest_jax.configs import MeshConfig
 
+logger = logging.getLogger(__name__)
+
 MESH_AXES = ("data", "fsdp", "model")
 BATCH_AXES = ("data", "fsdp")
 
@@ -71,7 +73,7 @@ def spec_for(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mes
   fixed = []
   for dim, axes in zip(shape, spec):
     if axes is not None and dim % _axes_size(mesh, axes):
-      logging.info("Replicating dimension of size %d (not divisible by mesh axes %s).", dim, axes)
+      logger.info("Replicating dimension of size %d (not divisible by mesh axes %s).", dim, axes)
       axes = None
     fixed.append(axes)
   return P(*fixed)
@@ -118,3 +120,27 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
                        f"{global_rows_divisor} data-parallel shards of the mesh.")
     return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
   return jax.tree_util.tree_map(put, batch)
+
+
+def process_rows(global_rows: int) -> slice:
+  """The consecutive rows of a global batch that this process feeds (equal shares)."""
+  count = jax.process_count()
+  if global_rows % count:
+    raise ValueError(f"Global batch of {global_rows} rows cannot be split over {count} processes.")
+  share = global_rows // count
+  return slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """The whole global array as numpy on every process."""
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def local_to_host(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, as numpy."""
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  return to_host(array)[process_rows(array.shape[0])]

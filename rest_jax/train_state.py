@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from rest_jax import optim
 from rest_jax import sharding as sharding_lib
 from rest_jax.models.transformer import Transformer
 
@@ -110,28 +111,39 @@ class StateFactory:
   def reset_optimizer(self, state: PolicyState, tx: optax.GradientTransformation,
                       loss_params: Any = None, frozen: dict[str, Any] | None = None
                       ) -> tuple[PolicyState, PolicyState]:
-    """Starts a new Improve round: fresh optimizer state, new dual variables, frozen copies.
+    """Starts a new phase from `state`'s params and step, keeping its frozen copies unless
+    `frozen` replaces them (see `start_phase`)."""
+    kept = {f: getattr(state, f) for f in FROZEN_FIELDS}
+    kept.update(frozen or {})
+    return self.start_phase(state.params, state.step, tx, loss_params, kept)
 
-    `frozen` maps a frozen field name to the params to store there (copied, so the state never
-    aliases a buffer twice and can be donated), or to None to drop it.
+  def start_phase(self, params: Any, step: jax.Array, tx: optax.GradientTransformation,
+                  loss_params: Any = None, frozen: dict[str, Any] | None = None,
+                  lr_scale: float = 1.0) -> tuple[PolicyState, PolicyState]:
+    """A state for a new training phase: these params, a fresh optimizer and dual variables.
+
+    `frozen` maps frozen field names to the params to store there; they are copied so the state
+    never holds one buffer twice and can be donated to the train step. `lr_scale` multiplies
+    the optimizer's learning rate (see `optim.set_lr_scale`).
     """
     frozen = dict(frozen or {})
     unknown = set(frozen) - set(FROZEN_FIELDS)
     if unknown:
       raise ValueError(f"Unknown frozen field(s) {sorted(unknown)}; allowed: {FROZEN_FIELDS}.")
     loss_params = {} if loss_params is None else loss_params
-    values = {f: frozen.get(f, getattr(state, f)) for f in FROZEN_FIELDS}
+    values = {f: frozen.get(f) for f in FROZEN_FIELDS}
 
     def build(params, step, loss_params, values):
       copies = {f: (None if v is None else jax.tree_util.tree_map(jnp.copy, v))
                 for f, v in values.items()}
-      return PolicyState(step=step, round_step=jnp.zeros((), jnp.int32), params=params,
-                         loss_params=loss_params,
-                         opt_state=tx.init({"params": params, "loss_params": loss_params}),
-                         **copies)
+      opt_state = tx.init({"params": params, "loss_params": loss_params})
+      if lr_scale != 1.0:
+        opt_state = optim.set_lr_scale(opt_state, lr_scale)
+      return PolicyState(step=jnp.asarray(step, jnp.int32), round_step=jnp.zeros((), jnp.int32),
+                         params=jax.tree_util.tree_map(jnp.copy, params),
+                         loss_params=loss_params, opt_state=opt_state, **copies)
 
-    abstract = jax.eval_shape(build, state.params, state.step, loss_params, values)
+    abstract = jax.eval_shape(build, params, step, loss_params, values)
     shardings = self.state_shardings(abstract, tx)
-    new_state = jax.jit(build, out_shardings=shardings)(state.params, state.step, loss_params,
-                                                        values)
+    new_state = jax.jit(build, out_shardings=shardings)(params, step, loss_params, values)
     return new_state, shardings

@@ -13,7 +13,8 @@ Every parameter carries logical axis names ("vocab", "embed", "mlp", "heads", "k
 `rest_jax.sharding` maps to mesh axes.
 
 Shape-suffix legend: B batch, S source length, T target (query) length, L key/cache length,
-D d_model, H heads, K head dim, F feed-forward width, V vocabulary.
+D d_model, H heads, K head dim, F feed-forward width, V vocabulary. Keys, values and the cache are
+head-major ([B,H,L,K]) so that decoding reads the cache in place (see `Attention.project_kv`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ class LayerNorm(nn.Module):
     return y.astype(cfg.dtype)
 
 
+def _head_major(x_BxTxD: jax.Array, w_DxHxK: jax.Array) -> jax.Array:
+  """Projects to heads, head-major [B,H,T,K].
+
+  Written as one 2-D matmul followed by a transpose of the (small) activations: as a single einsum
+  XLA:CPU transposes the weight matrix instead, on every decode step.
+  """
+  b, t, d = x_BxTxD.shape
+  _, h, k = w_DxHxK.shape
+  y_BxTxHxK = (x_BxTxD.reshape(b * t, d) @ w_DxHxK.reshape(d, h * k)).reshape(b, t, h, k)
+  return y_BxTxHxK.transpose(0, 2, 1, 3)
+
+
 class Attention(nn.Module):
   """Multi-head attention whose key/value projections can be computed once and reused."""
 
@@ -86,21 +99,23 @@ class Attention(nn.Module):
                       pdt)
 
   def project_kv(self, x_BxLxD):
+    """Keys and values head-major ([B,H,L,K]): the layout both attention matmuls read directly,
+    so a decode step never copies or transposes the cache."""
     dt = self.config.dtype
-    k_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.key.astype(dt))
-    v_BxLxHxK = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.value.astype(dt))
-    return k_BxLxHxK, v_BxLxHxK
+    return _head_major(x_BxLxD, self.key.astype(dt)), _head_major(x_BxLxD, self.value.astype(dt))
 
-  def __call__(self, x_BxTxD, k_BxLxHxK, v_BxLxHxK, bias_Bx1xTxL):
+  def __call__(self, x_BxTxD, k_BxHxLxK, v_BxHxLxK, bias_Bx1xTxL):
     cfg = self.config
     dt = cfg.dtype
-    q_BxTxHxK = jnp.einsum("btd,dhk->bthk", x_BxTxD, self.query.astype(dt))
-    q_BxTxHxK = q_BxTxHxK * (cfg.resolved_head_dim ** -0.5)
-    logits_BxHxTxL = jnp.einsum("bthk,blhk->bhtl", q_BxTxHxK, k_BxLxHxK)
+    q_BxHxTxK = _head_major(x_BxTxD, self.query.astype(dt))
+    q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)
+    logits_BxHxTxL = jnp.einsum("bhtk,bhlk->bhtl", q_BxHxTxK, k_BxHxLxK)
     logits_BxHxTxL = logits_BxHxTxL.astype(jnp.float32) + bias_Bx1xTxL
     probs_BxHxTxL = jax.nn.softmax(logits_BxHxTxL, axis=-1).astype(dt)
-    ctx_BxTxHxK = jnp.einsum("bhtl,blhk->bthk", probs_BxHxTxL, v_BxLxHxK)
-    return jnp.einsum("bthk,hkd->btd", ctx_BxTxHxK, self.out.astype(dt))
+    ctx_BxHxTxK = jnp.einsum("bhtl,bhlk->bhtk", probs_BxHxTxL, v_BxHxLxK)
+    b, h, t, k = ctx_BxHxTxK.shape
+    ctx_BTxHK = ctx_BxHxTxK.transpose(0, 2, 1, 3).reshape(b * t, h * k)
+    return (ctx_BTxHK @ self.out.astype(dt).reshape(h * k, -1)).reshape(b, t, -1)
 
 
 class MLP(nn.Module):
@@ -159,9 +174,9 @@ class DecoderLayer(nn.Module):
     new_cache = None
     if layer_cache is not None:
       k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k.astype(layer_cache["k"].dtype),
-                                              cache_index, axis=1)
+                                              cache_index, axis=2)
       v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v.astype(layer_cache["v"].dtype),
-                                              cache_index, axis=1)
+                                              cache_index, axis=2)
       new_cache = dict(layer_cache, k=k, v=v)
     y_BxTxD = y_BxTxD + self.dropout(self.self_attention(h, k, v, self_bias),
                                      deterministic=deterministic)
@@ -234,8 +249,10 @@ class Transformer(nn.Module):
 
   def _logits(self, hidden_BxTxD):
     cfg = self.config
-    logits = jnp.einsum("btd,vd->btv", hidden_BxTxD, self.embedding.astype(cfg.dtype))
-    return logits.astype(jnp.float32) * (cfg.d_model ** -0.5)
+    # Scaling the [B,T,D] input rather than the [B,T,V] output saves a pass over the logits.
+    scaled_BxTxD = hidden_BxTxD * jnp.asarray(cfg.d_model ** -0.5, hidden_BxTxD.dtype)
+    logits = jnp.einsum("btd,vd->btv", scaled_BxTxD, self.embedding.astype(cfg.dtype))
+    return logits.astype(jnp.float32)
 
   def _values(self, hidden_BxTxD):
     h = hidden_BxTxD.astype(jnp.float32)
@@ -318,7 +335,7 @@ class Transformer(nn.Module):
     cache_len = max_decode_len if not cfg.decoder_only else s + max_decode_len
 
     def empty(rows):
-      return jnp.zeros((rows, cache_len, h, k), cfg.dtype)
+      return jnp.zeros((rows, h, cache_len, k), cfg.dtype)
 
     if cfg.decoder_only:
       prompt_BxS, prompt_valid_BxS = left_align_to_right(inputs_BxS)

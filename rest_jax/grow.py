@@ -1,0 +1,176 @@
+"""Grow: sample N outputs per training source from the current policy and score them.
+
+Shards are produced and written one at a time (see `grown_data`), so a killed Grow resumes at
+the first missing shard. The sampling key of a shard is `fold_in(fold_in(seed, g), shard)`, so a
+regenerated shard is identical to the one an uninterrupted run writes. Each source's human
+reference is scored too and stored as the `is_original` record, so Improve can keep the
+original data intact or filter it like the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+import tqdm
+
+from rest_jax import batching, configs, grown_data
+from rest_jax import sharding as sharding_lib
+from rest_jax.evaluate import detokenize, strip_after_eos
+from rest_jax.models.transformer import EOS_ID
+from rest_jax.rewards.base import score_batch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GrowConfig:
+  num_samples: int = 8  # N samples per source.
+  temperature: float = 0.8
+  top_k: int = 0
+  top_p: float = 1.0
+  max_decode_len: int = 64
+  max_sources: int | None = None  # Grow from the first M training sources only.
+  sources_per_shard: int = 512
+  batch_size: int = 64  # Sources per sampler call (global, across processes).
+  seed: int = 0
+
+  def __post_init__(self):
+    self.sampling_config()  # Validates the sampling fields.
+    for field in ("sources_per_shard", "batch_size"):
+      value = getattr(self, field)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"GrowConfig.{field}={value!r} is invalid: expected a positive integer.")
+    if self.max_sources is not None and self.max_sources <= 0:
+      raise ValueError(f"GrowConfig.max_sources={self.max_sources!r} is invalid: expected a "
+                       "positive integer or None (all sources).")
+
+  def sampling_config(self) -> configs.SamplingConfig:
+    return configs.SamplingConfig(max_decode_len=self.max_decode_len,
+                                  temperature=self.temperature, top_k=self.top_k,
+                                  top_p=self.top_p, num_samples=self.num_samples)
+
+
+@dataclasses.dataclass
+class GrowSummary:
+  grow_step: int
+  num_shards: int
+  shards_written: int
+
+
+def _shard_records(examples: Sequence[Any], tokens: np.ndarray, logprobs: np.ndarray,
+                   hyps: list[str], sample_rewards: np.ndarray, ref_rewards: np.ndarray,
+                   grow_step: int, policy_step: int, seed: int) -> grown_data.GrownRecords:
+  n = tokens.shape[1]
+  rows: dict[str, list] = {k: [] for k in ("source_id", "sample_index", "reward", "is_original",
+                                           "source_tokens", "sample_tokens",
+                                           "behaviour_logprobs", "source_text", "sample_text")}
+
+  def add(ex, index, reward, original, sample, lps, text):
+    rows["source_id"].append(ex.source_id)
+    rows["sample_index"].append(index)
+    rows["reward"].append(reward)
+    rows["is_original"].append(original)
+    rows["source_tokens"].append(np.asarray(ex.inputs, np.int32))
+    rows["sample_tokens"].append(sample)
+    rows["behaviour_logprobs"].append(lps)
+    rows["source_text"].append(ex.source)
+    rows["sample_text"].append(text)
+
+  for b, ex in enumerate(examples):
+    targets = np.asarray(ex.targets, np.int32)
+    add(ex, -1, ref_rewards[b], True, targets, np.zeros(len(targets), np.float32), ex.reference)
+    for j in range(n):
+      sample = strip_after_eos(tokens[b, j])
+      if (tokens[b, j] == EOS_ID).any():  # Samples cut at max_decode_len keep no EOS.
+        sample = np.concatenate([sample, [EOS_ID]])
+      sample = sample.astype(np.int32)
+      add(ex, j, sample_rewards[b, j], False, sample,
+          logprobs[b, j, :len(sample)].astype(np.float32), hyps[b * n + j])
+  m = len(rows["source_id"])
+  return grown_data.GrownRecords(
+      source_id=np.asarray(rows["source_id"], np.int64),
+      sample_index=np.asarray(rows["sample_index"], np.int32),
+      reward=np.asarray(rows["reward"], np.float32),
+      is_original=np.asarray(rows["is_original"], bool),
+      grow_step=np.full(m, grow_step, np.int32), policy_step=np.full(m, policy_step, np.int64),
+      seed=np.full(m, seed, np.int64), source_tokens=rows["source_tokens"],
+      sample_tokens=rows["sample_tokens"], behaviour_logprobs=rows["behaviour_logprobs"],
+      source_text=rows["source_text"], sample_text=rows["sample_text"])
+
+
+def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
+         sampler: Callable, vocab, reward, store: grown_data.GrowStore, config: GrowConfig,
+         mesh, source_len: int, num_global_sources: int | None = None,
+         settings: dict[str, Any] | None = None) -> GrowSummary:
+  """Writes every missing shard of Grow step `grow_step` for this process's `examples`.
+
+  With several processes, `examples` is this process's share of `num_global_sources` sources;
+  every process makes the same sequence of (collective) sampler calls, padding with dummy rows.
+  """
+  processes, me = jax.process_count(), jax.process_index()
+  total = len(examples) if num_global_sources is None else num_global_sources
+  if config.max_sources is not None:
+    total = min(total, config.max_sources)
+  slots = math.ceil(total / processes)  # Source slots per process (the same on every process).
+  examples = examples[:slots]
+  per_shard = max(1, config.sources_per_shard // processes)
+  local_shards = max(1, math.ceil(slots / per_shard))
+  num_shards = local_shards * processes
+  store.ensure_manifest(dict(settings or {}, grow=dataclasses.asdict(config),
+                             num_shards=num_shards, processes=processes))
+  local_batch = config.batch_size // processes
+  if config.batch_size % processes or local_batch % max(
+      1, sharding_lib.num_batch_shards(mesh) // processes):
+    raise ValueError(f"GrowConfig.batch_size={config.batch_size} must split evenly over "
+                     f"{processes} processes and {sharding_lib.num_batch_shards(mesh)} "
+                     "data-parallel shards.")
+  written = 0
+  base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), grow_step)
+  bar = tqdm.tqdm(range(local_shards), desc=f"grow {grow_step} (shards)",
+                  disable=me != 0)
+  for k in bar:
+    shard_index = k * processes + me
+    if all(store.has_shard(k * processes + p, num_shards) for p in range(processes)):
+      continue
+    chunk = examples[k * per_shard:(k + 1) * per_shard]
+    chunk_slots = min(per_shard, slots - k * per_shard)
+    key = jax.random.fold_in(base_key, shard_index)
+    tokens, logprobs = _sample_chunk(chunk, chunk_slots, sampler, params, key, local_batch,
+                                     source_len, mesh)
+    n = tokens.shape[1]
+    hyps = detokenize(vocab, tokens.reshape(len(chunk) * n, tokens.shape[-1]))
+    sources = [ex.source for ex in chunk for _ in range(n)]
+    refs = [ex.reference for ex in chunk for _ in range(n)]
+    sample_rewards = score_batch(reward, sources, hyps, refs).reshape(-1, n)
+    ref_rewards = score_batch(reward, [ex.source for ex in chunk], [ex.reference for ex in chunk],
+                              [ex.reference for ex in chunk])
+    store.write_shard(shard_index, num_shards, _shard_records(
+        chunk, tokens, logprobs, hyps, sample_rewards, ref_rewards, grow_step, policy_step,
+        config.seed))
+    written += 1
+  logger.info("Grow step %d: wrote %d shard(s) of %d.", grow_step, written, num_shards)
+  return GrowSummary(grow_step, num_shards, written)
+
+
+def _sample_chunk(chunk, chunk_slots, sampler, params, key, local_batch, source_len, mesh):
+  """Samples every source of a chunk; returns (tokens [C,N,T], policy log-probs [C,N,T]).
+
+  Makes ceil(chunk_slots / local_batch) sampler calls whatever len(chunk) is, so processes with
+  fewer sources still join every collective call.
+  """
+  tokens, logprobs = [], []
+  dummy = np.array([EOS_ID], np.int32)
+  for i, start in enumerate(range(0, chunk_slots, local_batch)):
+    rows = [ex.inputs for ex in chunk[start:start + local_batch]]
+    real = len(rows)
+    rows = rows + [rows[0] if rows else dummy] * (local_batch - real)
+    inputs = sharding_lib.shard_batch(batching.pad_rows(rows, source_len, np.int32), mesh)
+    out = sampler(params, inputs, jax.random.fold_in(key, i))
+    tokens.append(sharding_lib.local_to_host(out.tokens)[:real])
+    logprobs.append(sharding_lib.local_to_host(out.token_logprobs)[:real])
+  return np.concatenate(tokens), np.concatenate(logprobs)

@@ -1,0 +1,182 @@
+"""Grown data on disk: shards written as they are produced, read back with a filter.
+
+Layout of one Grow step: `<workdir>/grown/grow_<g>/manifest.json` (the settings that produced
+it) and `shard-<k>-of-<n>.npz`, where shard k holds every record of the sources whose *position*
+in the training-source list falls in [k * sources_per_shard, (k + 1) * sources_per_shard). A
+shard is written to a temporary name and renamed when complete, so after a crash a shard file is
+either whole or absent: a resumed Grow regenerates exactly the missing shards (their sampling key
+depends only on (seed, grow step, shard index)), never duplicating records. With several
+processes, shard k is written by process k % process_count; every process reads all shards.
+
+Each record: source id, source tokens and text, sample tokens and text, per-token behaviour
+log-probs, reward, grow step, policy step, seed, sample index (-1 for the human reference of the
+original data D, which is stored alongside its samples with `is_original=True`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from rest_jax import filters as filters_lib
+
+_RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
+_TEXT = ("source_text", "sample_text")
+_SCALAR = ("source_id", "sample_index", "reward", "is_original", "grow_step", "policy_step",
+           "seed")
+
+
+@dataclasses.dataclass
+class GrownRecords:
+  """Column-oriented records. Ragged columns are lists of 1-D numpy arrays."""
+
+  source_id: np.ndarray  # [M] int64
+  sample_index: np.ndarray  # [M] int32, -1 for the original reference
+  reward: np.ndarray  # [M] float32 in [0, 1]
+  is_original: np.ndarray  # [M] bool
+  grow_step: np.ndarray  # [M] int32
+  policy_step: np.ndarray  # [M] int64, optimizer step of the policy that sampled
+  seed: np.ndarray  # [M] int64
+  source_tokens: list[np.ndarray]
+  sample_tokens: list[np.ndarray]
+  behaviour_logprobs: list[np.ndarray]
+  source_text: list[str]
+  sample_text: list[str]
+
+  def __len__(self) -> int:
+    return len(self.source_id)
+
+  def select(self, mask_or_index: np.ndarray) -> "GrownRecords":
+    index = (np.flatnonzero(mask_or_index) if np.asarray(mask_or_index).dtype == bool
+             else np.asarray(mask_or_index))
+    out = {}
+    for field in dataclasses.fields(self):
+      column = getattr(self, field.name)
+      out[field.name] = (column[index] if isinstance(column, np.ndarray)
+                         else [column[i] for i in index])
+    return GrownRecords(**out)
+
+  def columns(self) -> filters_lib.GrownColumns:
+    """The view the filters work on (sample identity = its token bytes)."""
+    keys = np.empty(len(self), dtype=object)
+    keys[:] = [t.astype(np.int32).tobytes() for t in self.sample_tokens]
+    return filters_lib.GrownColumns(source_id=self.source_id.astype(np.int64),
+                                    reward=self.reward.astype(np.float32),
+                                    is_original=self.is_original.astype(bool), sample_key=keys)
+
+  @staticmethod
+  def concatenate(parts: Sequence["GrownRecords"]) -> "GrownRecords":
+    if not parts:
+      return empty_records()
+    out = {}
+    for field in dataclasses.fields(GrownRecords):
+      columns = [getattr(p, field.name) for p in parts]
+      out[field.name] = (np.concatenate(columns) if isinstance(columns[0], np.ndarray)
+                         else [x for c in columns for x in c])
+    return GrownRecords(**out)
+
+
+def empty_records() -> GrownRecords:
+  ints = lambda dt: np.zeros((0,), dt)
+  return GrownRecords(ints(np.int64), ints(np.int32), ints(np.float32), ints(bool),
+                      ints(np.int32), ints(np.int64), ints(np.int64), [], [], [], [], [])
+
+
+def _flatten(rows: Sequence[np.ndarray], dtype) -> tuple[np.ndarray, np.ndarray]:
+  lengths = np.array([len(r) for r in rows], np.int64)
+  flat = np.concatenate([np.asarray(r, dtype) for r in rows]) if rows else np.zeros(0, dtype)
+  return flat, lengths
+
+
+def _unflatten(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+  return np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def _encode_text(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+  encoded = [t.encode("utf-8") for t in texts]
+  lengths = np.array([len(e) for e in encoded], np.int64)
+  return np.frombuffer(b"".join(encoded), np.uint8).copy(), lengths
+
+
+def _decode_text(flat: np.ndarray, lengths: np.ndarray) -> list[str]:
+  blob = flat.tobytes()
+  offsets = np.concatenate([[0], np.cumsum(lengths)])
+  return [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(len(lengths))]
+
+
+class GrowStore:
+  """Shards of one Grow step under `<root>/grow_<g>`."""
+
+  def __init__(self, root: str, grow_step: int):
+    self.grow_step = grow_step
+    self.directory = os.path.join(root, f"grow_{grow_step}")
+
+  # -------------------------------------------------------------------------- manifest
+  def manifest_path(self) -> str:
+    return os.path.join(self.directory, "manifest.json")
+
+  def ensure_manifest(self, settings: dict[str, Any]) -> None:
+    """Writes the settings once; a later run with different settings is refused."""
+    os.makedirs(self.directory, exist_ok=True)
+    path = self.manifest_path()
+    settings = json.loads(json.dumps(settings))
+    if os.path.exists(path):
+      with open(path) as f:
+        existing = json.load(f)
+      if existing != settings:
+        changed = sorted(k for k in set(existing) | set(settings)
+                         if existing.get(k) != settings.get(k))
+        raise ValueError(
+            f"Grown data in {self.directory} was produced with different settings "
+            f"(changed: {changed}; on disk: {[existing.get(k) for k in changed]}, now: "
+            f"{[settings.get(k) for k in changed]}). Use a new workdir or delete that folder.")
+      return
+    _atomic_write_bytes(path, json.dumps(settings, indent=2, sort_keys=True).encode())
+
+  # ---------------------------------------------------------------------------- shards
+  def shard_path(self, index: int, num_shards: int) -> str:
+    return os.path.join(self.directory, f"shard-{index:05d}-of-{num_shards:05d}.npz")
+
+  def has_shard(self, index: int, num_shards: int) -> bool:
+    return os.path.exists(self.shard_path(index, num_shards))
+
+  def write_shard(self, index: int, num_shards: int, records: GrownRecords) -> None:
+    arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(records, name)) for name in _SCALAR}
+    for name, dtype in zip(_RAGGED, (np.int32, np.int32, np.float32)):
+      arrays[name], arrays[name + "_len"] = _flatten(getattr(records, name), dtype)
+    for name in _TEXT:
+      arrays[name], arrays[name + "_len"] = _encode_text(getattr(records, name))
+    tmp = self.shard_path(index, num_shards) + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, self.shard_path(index, num_shards))
+
+  def read_shard(self, path: str) -> GrownRecords:
+    with np.load(path) as z:
+      out: dict[str, Any] = {name: z[name] for name in _SCALAR}
+      for name in _RAGGED:
+        out[name] = _unflatten(z[name], z[name + "_len"])
+      for name in _TEXT:
+        out[name] = _decode_text(z[name], z[name + "_len"])
+    return GrownRecords(**out)
+
+  def shard_files(self) -> list[str]:
+    return sorted(glob.glob(os.path.join(self.directory, "shard-*-of-*.npz")))
+
+  def read_all(self, expected_shards: int | None = None) -> GrownRecords:
+    files = [f for f in self.shard_files() if not f.endswith(".tmp.npz")]
+    if expected_shards is not None and len(files) != expected_shards:
+      raise ValueError(f"Grow step {self.grow_step} in {self.directory} has {len(files)} of "
+                       f"{expected_shards} shards; re-run to finish the Grow step.")
+    return GrownRecords.concatenate([self.read_shard(f) for f in files])
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)

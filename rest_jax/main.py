@@ -1,0 +1,107 @@
+"""Command line: `python -m rest_jax.main --gin_file=... [--gin.X=V ...] --workdir=...`.
+
+Parses the gin files and bindings (t5x style: `--gin.rest_loop.run.num_grow_steps=2` is the
+binding `rest_loop.run.num_grow_steps=2`), writes the config into the workdir, runs (or resumes)
+the experiment and writes the operative config when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "experiments")
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """Turns `--gin.NAME=VALUE` into `--gin_bindings=NAME=VALUE`."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin.") and "=" in arg:
+      out.append("--gin_bindings=" + arg[len("--gin."):])
+    else:
+      out.append(arg)
+  return out
+
+
+def _define_flags():
+  from absl import flags
+  flags.DEFINE_multi_string("gin_file", [], "Gin files, relative to experiments/ or a path.")
+  flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings (or use --gin.NAME=VALUE).")
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, grown data and results.")
+  flags.DEFINE_multi_string("gin_search_paths", [EXPERIMENTS_DIR, "."],
+                            "Where gin files and their includes are looked up.")
+  flags.DEFINE_bool("verbose_libraries", False, "Keep orbax/TensorFlow INFO logs.")
+  flags.DEFINE_bool("multiprocess", False, "Initialise jax.distributed (see rest_jax.distributed"
+                    " for the environment variables and flags it reads).")
+  return flags.FLAGS
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
+              search_paths: Sequence[str]) -> None:
+  import gin
+  from rest_jax import gin_setup  # noqa: F401  (registers the configurables)
+  for path in search_paths:
+    gin.add_config_file_search_path(path)
+  if not gin_files:
+    raise ValueError("No --gin_file given; e.g. --gin_file=ding_de_en/quickstart.gin")
+  for f in gin_files:
+    found = [p for p in [f] + [os.path.join(s, f) for s in search_paths] if os.path.exists(p)]
+    if not found:
+      raise FileNotFoundError(f"--gin_file={f!r} not found (looked in {list(search_paths)}).")
+  gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=True)
+
+
+def _configure_logging(verbose: bool) -> None:
+  """Library chatter (orbax, TensorFlow) at WARNING; rest_jax's own progress at INFO."""
+  import logging
+  from absl import logging as absl_logging
+  if not verbose:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  package_logger = logging.getLogger("rest_jax")
+  package_logger.setLevel(logging.INFO)
+  package_logger.addHandler(handler)
+  package_logger.propagate = False
+
+
+def main(argv: Sequence[str]) -> None:
+  import gin
+  from absl import flags as absl_flags
+  from rest_jax import rest_loop
+  flags = absl_flags.FLAGS
+  _configure_logging(flags.verbose_libraries)
+  if len(argv) > 1:
+    raise ValueError(f"Unexpected positional arguments: {argv[1:]}")
+  if not flags.workdir:
+    raise ValueError("--workdir is required (checkpoints, grown data and results go there).")
+  if flags.multiprocess:
+    from rest_jax import distributed
+    distributed.initialize()
+  parse_gin(flags.gin_file, flags.gin_bindings, flags.gin_search_paths)
+  os.makedirs(flags.workdir, exist_ok=True)
+  _write(os.path.join(flags.workdir, "config.gin"), gin.config_str())
+  rest_loop_run = gin.get_configurable("rest_loop.run")
+  rest_loop_run(workdir=flags.workdir)
+  _write(os.path.join(flags.workdir, "operative_config.gin"), gin.operative_config_str())
+  del rest_loop
+
+
+def _write(path: str, text: str) -> None:
+  import jax
+  if jax.process_index() == 0:
+    with open(path, "w") as f:
+      f.write(text)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> None:
+  from absl import app
+  _define_flags()
+  app.run(main, argv=rewrite_gin_args(sys.argv if argv is None else argv))
+
+
+if __name__ == "__main__":
+  run_cli()

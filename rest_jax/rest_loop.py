@@ -1,0 +1,529 @@
+"""The ReST loop: BC, then Grow / (value pretraining) / Improve rounds, with resume.
+
+The run is a fixed list of phases computed from the configuration:
+
+  bc, grow1, [value1], improve1.0, improve1.1, ..., grow2, [value2], improve2.0, ...
+
+`value<g>` (behaviour value estimation of the critic) appears only when a round of that Grow step
+uses a loss with a value head (BVMPO, OAC). Improve round i of Grow step g is reported as
+`G<g>I<i>`: round 0 uses the first filter of the schedule (the paper's τ = 0 row, "I=0"). BC is
+`G0I0`. Every round continues from the previous round's best policy with a lower learning rate
+(`ImproveConfig.lr_decay_per_round`), or — ReST-EM — the first round of each Grow step restarts
+from the BC policy (`restart_from="bc"`).
+
+Checkpoints: one orbax manager under `<workdir>/checkpoints` holds either a full mid-phase state
+("state", saved at each evaluation) or a phase-boundary policy ("policy"), ordered by
+`phase_index * 10**6 + step`. The latest one says where to resume. Grown data lives in
+`<workdir>/grown` and resumes shard by shard. Results go to `results.jsonl/csv/md`, PNG plots
+and TensorBoard events under `<workdir>/tensorboard`; only process 0 writes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rest_jax import checkpointing, configs, evaluate, filters, grow as grow_lib, grown_data
+from rest_jax import batching, improve, optim, report, sampling, train, train_state
+from rest_jax import sharding as sharding_lib
+from rest_jax.losses import registry as loss_registry
+from rest_jax.models import Transformer, model_config
+
+logger = logging.getLogger(__name__)
+
+PHASE_STRIDE = 10**6
+ON_EMPTY = ("stop", "skip")
+RESTART_FROM = ("previous", "bc")
+ORIGINAL_DATA = ("keep", "filter", "drop")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  task: str = "ding_de_en"
+  max_source_len: int = 48  # Longer pairs are dropped (and counted), never truncated.
+  max_target_len: int = 48
+  max_train_examples: int | None = None
+  max_validation_examples: int | None = None
+  max_test_examples: int | None = None
+  early_stopping_examples: int = 256  # Validation subset scored during training phases.
+
+  def __post_init__(self):
+    for field in ("max_source_len", "max_target_len", "early_stopping_examples"):
+      value = getattr(self, field)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"DataConfig.{field}={value!r} is invalid: expected a positive integer.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImproveConfig:
+  filter_schedule: tuple[str, ...] = ("threshold:tau=0.0",)  # One filter per round.
+  losses: tuple[str, ...] = ("bc",)  # One loss per round, or a single loss for every round.
+  loss_overrides: Any = None  # {loss name: {hyper-parameter: value}}
+  original_data: str = "keep"
+  on_empty: str = "stop"  # A round whose filter keeps nothing: stop this Grow step, or skip.
+  restart_from: str = "previous"
+  lr_decay_per_round: float = 0.5  # Round i trains at learning_rate * decay ** i.
+  lagged_sync_every: int = 50  # GOLD's lagged policy refresh (steps).
+  value_pretrain_steps: int = 200
+  train: improve.TrainPhaseConfig = improve.TrainPhaseConfig()
+
+  def __post_init__(self):
+    configs.check_choice("ImproveConfig", "original_data", self.original_data, ORIGINAL_DATA)
+    configs.check_choice("ImproveConfig", "on_empty", self.on_empty, ON_EMPTY)
+    configs.check_choice("ImproveConfig", "restart_from", self.restart_from, RESTART_FROM)
+    filters.make_schedule(list(self.filter_schedule))  # Raises on a bad or falling schedule.
+    if len(self.losses) not in (1, len(self.filter_schedule)):
+      raise ValueError(f"ImproveConfig.losses has {len(self.losses)} entries; expected 1 or one "
+                       f"per round ({len(self.filter_schedule)}).")
+    for name in self.losses:
+      loss_registry.get_loss(name)  # Raises with the list of valid names.
+    for name, overrides in dict(self.loss_overrides or {}).items():
+      loss_registry.make_config(name, **dict(overrides))
+    if not 0 < self.lr_decay_per_round <= 1:
+      raise ValueError(f"ImproveConfig.lr_decay_per_round={self.lr_decay_per_round!r} is "
+                       "invalid: expected 0 < decay <= 1.")
+
+  @property
+  def num_rounds(self) -> int:
+    return len(self.filter_schedule)
+
+  def loss_of(self, round_index: int) -> str:
+    return self.losses[0] if len(self.losses) == 1 else self.losses[round_index]
+
+  def loss_config(self, name: str):
+    return loss_registry.make_config(name, **dict(dict(self.loss_overrides or {}).get(name, {})))
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  kind: str  # "bc" | "grow" | "value" | "improve"
+  grow_step: int = 0
+  round: int = -1
+
+  @property
+  def name(self) -> str:
+    if self.kind == "bc":
+      return "bc"
+    if self.kind == "improve":
+      return f"improve{self.grow_step}.{self.round}"
+    return f"{self.kind}{self.grow_step}"
+
+  @property
+  def run_name(self) -> str:
+    return report.run_name(self.grow_step, max(self.round, 0))
+
+
+def plan_phases(num_grow_steps: int, improve_config: ImproveConfig) -> list[Phase]:
+  phases = [Phase("bc")]
+  for g in range(1, num_grow_steps + 1):
+    phases.append(Phase("grow", g))
+    if any(loss_registry.get_loss(improve_config.loss_of(i)).needs_value_head
+           for i in range(improve_config.num_rounds)):
+      phases.append(Phase("value", g))
+    phases.extend(Phase("improve", g, i) for i in range(improve_config.num_rounds))
+  return phases
+
+
+def _is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
+        model_overrides: Any = None, mesh: configs.MeshConfig = configs.MeshConfig(),
+        data: DataConfig = DataConfig(), bc: improve.TrainPhaseConfig = improve.TrainPhaseConfig(),
+        num_grow_steps: int = 1, grow: grow_lib.GrowConfig = grow_lib.GrowConfig(),
+        improve_config: ImproveConfig = ImproveConfig(),
+        evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
+        seed: int = 0, stop_after_phase: str | None = None) -> list[dict]:
+  """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
+
+  `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
+  inspect grown data before Improve, and by the resume tests.
+  """
+  if task is not None:
+    data = dataclasses.replace(data, task=task)
+  if not isinstance(num_grow_steps, int) or num_grow_steps < 0:
+    raise ValueError(f"run.num_grow_steps={num_grow_steps!r} is invalid: expected an integer "
+                     ">= 0.")
+  model_config(model_preset, 8, **dict(model_overrides or {}))  # Validates before loading data.
+  phases = plan_phases(num_grow_steps, improve_config)
+  if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
+    raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
+                     f"phases: {[p.name for p in phases]}.")
+  loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
+               grow, improve_config, evaluation, reward, seed)
+  try:
+    return loop.run(stop_after_phase)
+  finally:
+    loop.close()
+
+
+class _Loop:
+  """Holds the run's shared objects and executes its phases."""
+
+  def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
+               improve_cfg, eval_cfg, reward_spec, seed):
+    # Imported here so that config errors above surface before TensorFlow/seqio start.
+    from rest_jax.data import pipeline
+    from rest_jax.rewards import registry as reward_registry
+
+    self.workdir, self.phases = os.path.abspath(workdir), phases
+    self.data_cfg, self.bc_cfg, self.grow_cfg = data_cfg, bc_cfg, grow_cfg
+    self.improve_cfg, self.eval_cfg, self.seed = improve_cfg, eval_cfg, seed
+    self.reward = reward_registry.reward_from_spec(reward_spec)
+    os.makedirs(self.workdir, exist_ok=True)
+
+    self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
+    lengths = dict(max_source_len=data_cfg.max_source_len,
+                   max_target_len=data_cfg.max_target_len)
+    load = lambda split, limit, **kw: pipeline.load_examples(
+        data_cfg.task, split, max_examples=limit, **lengths, **kw)
+    self.train_examples = load("train", data_cfg.max_train_examples)
+    self.grow_examples = load("train", data_cfg.max_train_examples,
+                              shard_index=jax.process_index(), num_shards=jax.process_count())
+    self.validation = load("validation", data_cfg.max_validation_examples)
+    self.test = load("test", data_cfg.max_test_examples)
+    self.es_subset = self.validation[: data_cfg.early_stopping_examples]
+
+    # The loop's policy always carries the (small) value head, so runs that differ only in their
+    # Improve losses can share the BC and Grow phases of one workdir (loss sweeps).
+    self.model = Transformer(model_config(preset, self.vocab.vocab_size,
+                                          **dict(overrides, value_head=True)))
+    longest = lambda seqs: max((len(x) for x in seqs), default=1)
+    self.lengths = (batching.round_up(longest([e.inputs for e in self.train_examples]), 8),
+                    batching.round_up(max(longest([e.targets for e in self.train_examples]),
+                                          grow_cfg.max_decode_len), 8))
+    self.mesh = sharding_lib.make_mesh(mesh_cfg)
+    self.factory = train_state.StateFactory(self.model, self.mesh, sharding_lib.rules_of(mesh_cfg))
+    self.evaluator = evaluate.Evaluator(self.model, self.mesh, self.factory.param_shardings,
+                                        self.vocab, self.reward, eval_cfg,
+                                        source_len=data_cfg.max_source_len)
+    self.ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                           max_to_keep=2)
+    self.best_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_best"),
+                                                max_to_keep=1)
+    self.bc_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_bc"),
+                                              max_to_keep=1)
+    self.results = report.ResultsLog(self.workdir) if _is_chief() else None
+    self.tb = report.TensorBoardWriter(os.path.join(self.workdir, "tensorboard")) \
+        if _is_chief() else None
+    self.fingerprint = {"model": dataclasses.asdict(self.model.config), "task": data_cfg.task,
+                        "lengths": list(self.lengths)}
+    self._grown_cache: dict[int, grown_data.GrownRecords] = {}
+    self._txs: dict[Any, Any] = {}
+    self._steps: dict[Any, Any] = {}
+    self._bc_params = None
+    self._best_in_memory = None
+    self._sampler = None
+    self.total_steps = 0
+
+  def close(self):
+    for c in (self.ckpt, self.best_ckpt, self.bc_ckpt):
+      c.close()
+    if self.tb is not None:
+      self.tb.close()
+
+  # --------------------------------------------------------------------------- resume
+  def _resume_point(self):
+    """(phase index, params or None, mid-phase meta or None)."""
+    step = self.ckpt.latest_step()
+    if step is None:
+      return 0, None, None
+    meta = self.ckpt.restore_meta(step)
+    index = meta["phase_index"]
+    names = [p.name for p in self.phases]
+    done = meta.get("phases", [])[:index]
+    if meta.get("fingerprint") != self.fingerprint or done != names[:index]:
+      raise checkpointing.CheckpointError(
+          f"The checkpoints in {self.workdir} belong to a different experiment: it completed "
+          f"phases {done} with {meta.get('fingerprint')}, but this configuration plans "
+          f"{names[:index]} with {self.fingerprint}. A run may only change phases it has not "
+          "started; use a new --workdir otherwise.")
+    self.total_steps = meta["total_steps"]
+    if meta["kind"] == "policy":
+      params, _ = self.ckpt.restore(self._abstract_params(), step)
+      return index, params, None
+    return index, None, meta
+
+  def _abstract_params(self):
+    return self.factory.abstract_state(self._tx(self.bc_cfg.optimizer))[0].params
+
+  # ------------------------------------------------------------------------------ run
+  def run(self, stop_after_phase):
+    index, params, mid_meta = self._resume_point()
+    if index > 0 or mid_meta is not None:
+      logger.info("Resuming at phase %s.", self.phases[min(index, len(self.phases) - 1)].name)
+    skip_rest_of_grow = None
+    while index < len(self.phases):
+      phase = self.phases[index]
+      if skip_rest_of_grow == phase.grow_step and phase.kind == "improve":
+        logger.info("Skipping %s: an earlier round of Grow step %d kept no data.", phase.name,
+                     phase.grow_step)
+      elif phase.kind == "bc":
+        params = self._run_bc(index, mid_meta)
+      elif phase.kind == "grow":
+        self._run_grow(phase, params)
+      elif phase.kind == "value":
+        params = self._run_value(index, phase, params, mid_meta)
+      else:
+        params, stopped = self._run_improve(index, phase, params, mid_meta)
+        if stopped:
+          skip_rest_of_grow = phase.grow_step
+      mid_meta = None
+      index += 1
+      if phase.kind != "grow":
+        self._save_policy(index, params)
+      if phase.name == stop_after_phase:
+        break
+    return self._finish()
+
+  def _save_policy(self, index, params):
+    meta = {"kind": "policy", "phase_index": index, "total_steps": self.total_steps,
+            "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases]}
+    self.ckpt.save(index * PHASE_STRIDE, params, meta)
+
+  # ---------------------------------------------------------------------- training phase
+  def _tx(self, optimizer_config: configs.OptimizerConfig):
+    if optimizer_config not in self._txs:
+      self._txs[optimizer_config] = optim.make_optimizer(optimizer_config)
+    return self._txs[optimizer_config]
+
+  def _step_fn(self, phase, spec, loss_cfg, tx, shardings, dropout):
+    """Compiled train steps are reused by every phase with the same loss and state layout."""
+    lag = self.improve_cfg.lagged_sync_every if phase.kind == "improve" else 0
+    key = (spec.name, loss_cfg, id(tx), dropout, lag, jax.tree_util.tree_structure(shardings))
+    if key not in self._steps:
+      self._steps[key] = train.make_train_step(self.model, spec, loss_cfg, tx, shardings,
+                                               self.mesh, dropout=dropout,
+                                               lagged_sync_every=lag)
+    return self._steps[key]
+
+  def _train(self, index, phase, make_state, tx, spec, loss_cfg, data, cfg, mid_meta,
+             start_score, evaluate_fn):
+    """Trains one phase from `make_state()` or, resuming, from its mid-phase checkpoint."""
+    progress = improve.PhaseProgress()
+    if mid_meta is not None:
+      abstract, shardings = self.factory.abstract_state(tx, spec.init_params(loss_cfg),
+                                                        tuple(mid_meta["frozen"]))
+      state, _ = self.ckpt.restore(abstract)
+      progress = improve.PhaseProgress.from_json(mid_meta["progress"])
+    else:
+      state, shardings = make_state()
+    step_fn = self._step_fn(phase, spec, loss_cfg, tx, shardings, cfg.dropout)
+    frozen = tuple(f for f in train_state.FROZEN_FIELDS if getattr(state, f) is not None)
+    start_total = self.total_steps - progress.step
+
+    def save_state(st, prog):
+      self.total_steps = start_total + prog.step
+      meta = {"kind": "state", "phase_index": index, "progress": prog.to_json(),
+              "frozen": list(frozen), "total_steps": self.total_steps,
+              "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases]}
+      self.ckpt.save(index * PHASE_STRIDE + prog.step, st, meta)
+
+    def save_best(params, prog):
+      self._best_in_memory = jax.tree_util.tree_map(jnp.copy, params)
+      self.best_ckpt.save(index * PHASE_STRIDE + prog.best_step, params,
+                          {"phase_index": index, "score": prog.best_score})
+
+    def load_best():
+      if self._best_in_memory is not None:
+        return self._best_in_memory
+      step = self.best_ckpt.latest_step()
+      meta = self.best_ckpt.restore_meta(step)
+      if meta["phase_index"] != index:
+        raise checkpointing.CheckpointError(f"Best-params checkpoint belongs to phase "
+                                            f"{meta['phase_index']}, expected {index}.")
+      return self.best_ckpt.restore(self._abstract_params(), step)[0]
+
+    def log_metrics(metrics, step):
+      if self.tb is not None:
+        self.tb.scalars(metrics, start_total + step, prefix=f"train/{phase.name}/")
+
+    self._best_in_memory = None
+    hooks = improve.PhaseHooks(evaluate=evaluate_fn, save_state=save_state, save_best=save_best,
+                               load_best=load_best, log_metrics=log_metrics)
+    rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), index)
+    state, best, progress = improve.train_phase(phase.name, state, step_fn, data, cfg, self.mesh,
+                                                hooks, progress, rng, self.lengths, start_score)
+    self.total_steps = start_total + progress.step
+    self._best_in_memory = None
+    return best, progress
+
+  def _validation_reward(self, params) -> float:
+    summary, _, _ = self.evaluator.evaluate(params, self.es_subset, desc="early-stopping eval")
+    return summary["mean_reward"]
+
+  def _run_bc(self, index, mid_meta):
+    phase = self.phases[index]
+    spec = loss_registry.get_loss("bc")
+    tx = self._tx(self.bc_cfg.optimizer)
+    make_state = lambda: self.factory.create(jax.random.PRNGKey(self.seed), tx)
+    data = batching.SequenceData([ex.inputs for ex in self.train_examples],
+                        [ex.targets for ex in self.train_examples])
+    params, progress = self._train(index, phase, make_state, tx, spec,
+                                   loss_registry.make_config("bc"), data, self.bc_cfg, mid_meta,
+                                   None, self._validation_reward)
+    self.bc_ckpt.save(0, params, {"best_score": progress.best_score})
+    self._bc_params = params
+    self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
+                                           "num_kept": len(data)})
+    return params
+
+  def _bc_policy(self):
+    if self._bc_params is None:
+      self._bc_params = self.bc_ckpt.restore(self._abstract_params())[0]
+    return self._bc_params
+
+  def _run_value(self, index, phase, params, mid_meta):
+    spec = loss_registry.get_loss("value_pretrain")
+    records = self._grown(phase.grow_step)
+    data = improve.records_to_data(records)
+    cfg = self.improve_cfg.train.replace(max_steps=self.improve_cfg.value_pretrain_steps,
+                                         eval_every=self.improve_cfg.value_pretrain_steps,
+                                         patience=0)
+    tx = self._tx(cfg.optimizer)
+    make_state = lambda: self.factory.start_phase(
+        params, jnp.asarray(self.total_steps, jnp.int32), tx)
+    best, _ = self._train(index, phase, make_state, tx, spec,
+                          loss_registry.make_config("value_pretrain"), data, cfg, mid_meta, None,
+                          None)
+    return best
+
+  def _run_improve(self, index, phase, params, mid_meta):
+    g, i = phase.grow_step, phase.round
+    cfg_i = self.improve_cfg
+    records = self._grown(g)
+    data, fres = improve.round_data(records, filters.make_schedule(
+        list(cfg_i.filter_schedule)).for_round(i), cfg_i.original_data)
+    if data is None:
+      message = filters.describe_empty(fres, i)
+      logger.warning("%s", message)
+      if _is_chief():
+        print(f"[{phase.name}] {message}")
+      return params, cfg_i.on_empty == "stop"
+    if i == 0 and cfg_i.restart_from == "bc":
+      params = self._bc_policy()
+    loss_name = cfg_i.loss_of(i)
+    spec, loss_cfg = loss_registry.get_loss(loss_name), cfg_i.loss_config(loss_name)
+    tx = self._tx(cfg_i.train.optimizer)
+    frozen = {}
+    if spec.requires & {"bc_logits", "bc_token_logprobs"}:
+      frozen["bc_params"] = self._bc_policy()
+    if "lagged_token_logprobs" in spec.requires:
+      frozen["lagged_params"] = params
+    if "prev_logits" in spec.requires:
+      frozen["prev_params"] = params
+    make_state = lambda: self.factory.start_phase(
+        params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg),
+        frozen, lr_scale=cfg_i.lr_decay_per_round ** i)
+    start_score = None if mid_meta is not None else self._validation_reward(params)
+    best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg, data,
+                                 cfg_i.train, mid_meta, start_score, self._validation_reward)
+    self._report(phase, best, progress, {
+        "loss": loss_name, "num_grown": int((~records.is_original).sum()),
+        "num_kept": int(fres.num_kept), "threshold": fres.threshold_description})
+    return best, False
+
+  # ------------------------------------------------------------------------------ grow
+  def _grown(self, g):
+    if g not in self._grown_cache:
+      store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
+      self._grown_cache = {g: store.read_all()}
+    return self._grown_cache[g]
+
+  def _run_grow(self, phase, params):
+    g = phase.grow_step
+    if self._sampler is None:
+      self._sampler = sampling.make_sampler(self.model, self.grow_cfg.sampling_config(),
+                                            self.mesh, self.factory.param_shardings)
+    store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
+    grow_lib.grow(g, params, self.total_steps, self.grow_examples, self._sampler, self.vocab,
+                  self.reward, store, self.grow_cfg, self.mesh, self.data_cfg.max_source_len,
+                  num_global_sources=len(self.train_examples),
+                  settings={"task": self.data_cfg.task, "reward": str(self.reward.name)})
+    self._grown_cache.pop(g, None)
+    records = self._grown(g)
+    samples = records.reward[~records.is_original]
+    logger.info("Grow %d: %d samples, mean reward %.3f.", g, len(samples), samples.mean())
+    if _is_chief():
+      self._plot_histograms()
+
+  # --------------------------------------------------------------------------- reports
+  def _report(self, phase, params, progress, fields):
+    if phase.kind == "bc":
+      run_name = "G0I0"
+    else:
+      run_name = phase.run_name
+    rows = []
+    for split, examples in (("validation", self.validation), ("test", self.test)):
+      summary, hyps, _ = self.evaluator.evaluate(params, examples, desc=f"{run_name} {split}")
+      row = dict(summary, run=run_name, grow_step=phase.grow_step,
+                 improve_step=max(phase.round, 0), split=split, **fields)
+      row.setdefault("threshold", "")
+      row["best_step"] = progress.best_step
+      row["early_stopping_reward"] = progress.best_score
+      if split == "validation" and self.eval_cfg.best_of_n:
+        row["best_of_n"] = {str(n): r for n, r in self.evaluator.best_of_n(
+            params, self.es_subset, jax.random.PRNGKey(self.seed))}
+      rows.append(row)
+      if _is_chief():
+        _write_samples(self.workdir, run_name, split, examples, hyps)
+    if _is_chief():
+      for row in rows:
+        self.results.record(row)
+        if self.tb is not None:
+          self.tb.scalars({k: v for k, v in row.items() if isinstance(v, (int, float))},
+                          self.phases.index(phase), prefix=f"eval/{row['split']}/")
+      self._write_reports()
+
+  def _write_reports(self):
+    rows = self.results.rows
+    report.write_markdown(self.workdir, rows)
+    report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
+    curves = {r["run"]: sorted((int(n), v) for n, v in r["best_of_n"].items())
+              for r in rows if r.get("split") == "validation" and r.get("best_of_n")}
+    if curves:
+      report.plot_best_of_n(curves, os.path.join(self.workdir, "best_of_n.png"))
+
+  def _plot_histograms(self):
+    rewards, thresholds = {}, {}
+    taus = [s.tau for s in filters.make_schedule(list(self.improve_cfg.filter_schedule)).rounds
+            if isinstance(s, filters.Threshold)]
+    for g in range(1, max(p.grow_step for p in self.phases) + 1):
+      store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
+      if not store.shard_files():
+        continue
+      records = self._grown(g) if g in self._grown_cache else store.read_all()
+      rewards[g] = records.reward[~records.is_original]
+      thresholds[g] = taus
+    report.plot_reward_histograms(rewards, thresholds,
+                                  os.path.join(self.workdir, "reward_histograms.png"))
+
+  def _finish(self):
+    if not _is_chief():
+      return []
+    rows = self.results.rows
+    self._write_reports()
+    print(report.markdown_table(rows, "validation"))
+    print(report.markdown_table(rows, "test"))
+    return rows
+
+
+def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[Any],
+                   hyps: Sequence[str], limit: int = 200) -> None:
+  """Writes the first translations of a split next to the results, for inspection."""
+  path = os.path.join(workdir, "samples", f"{run_name}_{split}.jsonl")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    for ex, hyp in list(zip(examples, hyps))[:limit]:
+      f.write(json.dumps({"source_id": ex.source_id, "source": ex.source,
+                          "reference": ex.reference, "hypothesis": hyp},
+                         ensure_ascii=False) + "\n")

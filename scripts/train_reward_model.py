@@ -1,0 +1,102 @@
+r"""Trains the learned, reference-free reward model and saves a checkpoint for `make_reward`.
+
+  # regression on source<TAB>hypothesis<TAB>score (e.g. from scripts/make_reward_data.py)
+  python scripts/train_reward_model.py --train_tsv=/tmp/rm/train.tsv --mode=regression \
+      --vocab=ding --preset=toy --steps=600 --output_dir=/tmp/rm/model
+  # pairwise preferences on source<TAB>chosen<TAB>rejected
+  python scripts/train_reward_model.py --train_tsv=prefs.tsv --mode=preference ...
+
+The validation rows come from --validation_tsv or, without it, a held-out share of the training
+sources (--validation_fraction). The checkpoint keeps the best-by-validation parameters (Spearman
+in regression mode, pairwise accuracy in preference mode) and is loaded with
+`make_reward("learned", path=OUTPUT_DIR)` or the spec "learned:path=OUTPUT_DIR". Run from the
+repository root with `PYTHONPATH=.` (or after `pip install -e .`).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from rest_jax import checkpointing
+from rest_jax.models import presets
+from rest_jax.data import vocab as vocab_lib
+from rest_jax.rewards import reward_model as rm
+from rest_jax.rewards import reward_model_training as training
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  defaults = training.RewardTrainingConfig()
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--train_tsv", required=True, help="training TSV (plain or .gz)")
+  p.add_argument("--validation_tsv", default=None,
+                 help="validation TSV; default: hold out --validation_fraction of the sources")
+  p.add_argument("--validation_fraction", type=float, default=0.1)
+  p.add_argument("--mode", choices=training.MODES, default=defaults.mode)
+  p.add_argument("--vocab", default="ding", help=f"vocabulary spec: {vocab_lib.ACCEPTED_SPECS}")
+  p.add_argument("--preset", choices=sorted(presets.PRESETS), default="toy")
+  p.add_argument("--dropout_rate", type=float, default=0.0)
+  p.add_argument("--steps", type=int, default=defaults.steps)
+  p.add_argument("--batch_size", type=int, default=defaults.batch_size)
+  p.add_argument("--learning_rate", type=float, default=defaults.learning_rate)
+  p.add_argument("--warmup_steps", type=int, default=defaults.warmup_steps)
+  p.add_argument("--weight_decay", type=float, default=defaults.weight_decay)
+  p.add_argument("--max_source_len", type=int, default=defaults.max_source_len)
+  p.add_argument("--max_hypothesis_len", type=int, default=defaults.max_hypothesis_len)
+  p.add_argument("--eval_every", type=int, default=defaults.eval_every)
+  p.add_argument("--seed", type=int, default=defaults.seed)
+  p.add_argument("--strict", action="store_true", help="fail on the first malformed TSV line")
+  p.add_argument("--output_dir", required=True, help="checkpoint directory to create")
+  p.add_argument("--overwrite", action="store_true",
+                 help="allow an output_dir that already holds checkpoints")
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  config = training.RewardTrainingConfig(
+      mode=args.mode, steps=args.steps, batch_size=args.batch_size,
+      learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+      weight_decay=args.weight_decay, max_source_len=args.max_source_len,
+      max_hypothesis_len=args.max_hypothesis_len, eval_every=args.eval_every, seed=args.seed)
+  vocabulary = vocab_lib.get_vocabulary(args.vocab)
+  model_config = presets.model_config(args.preset, vocabulary.vocab_size,
+                                      dropout_rate=args.dropout_rate,
+                                      max_len=max(args.max_source_len, args.max_hypothesis_len))
+  if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
+    sys.exit(f"--output_dir={args.output_dir} is not empty; pass --overwrite or choose another")
+
+  rows, report = training.read_reward_tsv(args.train_tsv, args.mode, strict=args.strict)
+  print(report.summary())
+  if args.validation_tsv:
+    train_rows = rows
+    validation_rows, validation_report = training.read_reward_tsv(
+        args.validation_tsv, args.mode, strict=args.strict)
+    print(validation_report.summary())
+  else:
+    train_rows, validation_rows = training.split_by_source(rows, args.validation_fraction,
+                                                           args.seed)
+  print(f"{len(train_rows)} training rows, {len(validation_rows)} validation rows; "
+        f"mode={args.mode} preset={args.preset} vocab={args.vocab}")
+
+  start = time.time()
+  result = training.train_reward_model(model_config, config, args.vocab, train_rows,
+                                       validation_rows)
+  elapsed = time.time() - start
+  summary = {"best_step": result.best_step, "best_validation": result.best_metrics,
+             "train_seconds": round(elapsed, 1), "train_tsv": args.train_tsv,
+             "num_train_rows": len(train_rows), "num_validation_rows": len(validation_rows),
+             "config": vars(args), "history": result.history}
+  rm.save_reward_model(args.output_dir, result.best_step, result.params, model_config, args.vocab,
+                       args.max_source_len, args.max_hypothesis_len, training=summary)
+  print(json.dumps({k: summary[k] for k in ("best_step", "best_validation", "train_seconds")}))
+  print(f"saved {args.output_dir} (use reward spec 'learned:path={args.output_dir}')")
+  return 0
+
+
+if __name__ == "__main__":
+  try:
+    sys.exit(main())
+  except (ValueError, FileNotFoundError, checkpointing.CheckpointError) as e:
+    sys.exit(f"error: {e}")
