@@ -3,8 +3,8 @@ r"""Makes reward-model training data: hypotheses for training sources, labelled 
   # bootstrap without any policy: corrupted references, labelled with sentence chrF
   python scripts/make_reward_data.py --policy=random_perturbation --task=ding_de_en \
       --split=train --max_examples=1000 --samples_per_source=4 --output_tsv=/tmp/rm/train.tsv
-  # samples of a trained policy (a ReST checkpoint directory), labelled with BLEU
-  python scripts/make_reward_data.py --policy=/work/run/checkpoints --metric=bleu \
+  # samples of a trained policy (a ReST workdir or checkpoint directory), labelled with BLEU
+  python scripts/make_reward_data.py --policy=/work/run --metric=bleu \
       --samples_per_source=8 --temperature=0.8 --output_tsv=/tmp/rm/policy.tsv
 
 Writes source<TAB>hypothesis<TAB>score (--format=regression, scores in [0, 1]) or
@@ -13,8 +13,10 @@ source<TAB>chosen<TAB>rejected for every same-source pair whose scores differ by
 
 random_perturbation corrupts the reference's words with 0..--max_edits random edits (drop a
 word, swap two neighbours, replace a word with one from another reference, repeat a word,
-truncate the tail), so the labels cover the whole [0, 1] range. Run from the repository root
-with `PYTHONPATH=.` (or after `pip install -e .`).
+truncate the tail), so the labels cover the whole [0, 1] range; --sentence_edit_rate adds
+whole-sentence negatives (the reference said twice, the source copied), which word edits never
+produce and a reference-free model otherwise cannot learn to punish (see docs/rewards.md).
+Run from the repository root with `PYTHONPATH=.` (or after `pip install -e .`).
 """
 
 import argparse
@@ -26,6 +28,7 @@ import numpy as np
 
 RANDOM_PERTURBATION = "random_perturbation"
 EDITS = ("drop", "swap", "replace", "repeat", "truncate")
+SENTENCE_EDITS = ("repeat_sentence", "copy_source")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,11 +46,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--output_tsv", required=True)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max_edits", type=int, default=4, help="random_perturbation: most edits")
+  p.add_argument("--sentence_edit_rate", type=float, default=0.0,
+                 help="random_perturbation: share of hypotheses that are instead the whole "
+                      "reference repeated twice or the copied source (negatives that word "
+                      "edits never produce)")
   p.add_argument("--temperature", type=float, default=0.8, help="policy sampling temperature")
   p.add_argument("--top_k", type=int, default=0)
   p.add_argument("--max_decode_len", type=int, default=64)
   p.add_argument("--batch_size", type=int, default=32, help="sources per sampling batch")
   p.add_argument("--checkpoint_step", type=int, default=None)
+  p.add_argument("--policy_vocab", default=None,
+                 help="vocabulary spec of the policy when its checkpoint meta records none")
   return p.parse_args(argv)
 
 
@@ -74,12 +83,20 @@ def corrupt(words: list[str], edits: int, word_pool: list[str], rng: random.Rand
   return words
 
 
-def perturbed_hypotheses(references: list[str], samples_per_source: int, max_edits: int,
-                         seed: int) -> list[list[str]]:
+def perturbed_hypotheses(sources: list[str], references: list[str], samples_per_source: int,
+                         max_edits: int, sentence_edit_rate: float, seed: int
+                         ) -> list[list[str]]:
   rng = random.Random(seed)
   pool = [w for ref in references for w in ref.split()]
-  return [[" ".join(corrupt(ref.split(), rng.randint(0, max_edits), pool, rng))
-           for _ in range(samples_per_source)] for ref in references]
+
+  def one(source: str, reference: str) -> str:
+    if sentence_edit_rate and rng.random() < sentence_edit_rate:
+      return f"{reference} {reference}" if rng.choice(SENTENCE_EDITS) == "repeat_sentence" \
+          else source
+    return " ".join(corrupt(reference.split(), rng.randint(0, max_edits), pool, rng))
+
+  return [[one(source, reference) for _ in range(samples_per_source)]
+          for source, reference in zip(sources, references)]
 
 
 # --------------------------------------------------------------------------- policy samples
@@ -87,14 +104,15 @@ def policy_hypotheses(args, examples) -> list[list[str]]:
   import jax  # pylint: disable=g-import-not-at-top  (only the policy path needs JAX)
   from rest_jax import sampling, sharding  # pylint: disable=g-import-not-at-top
   from rest_jax.configs import SamplingConfig  # pylint: disable=g-import-not-at-top
-  from rest_jax.data import pipeline, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from rest_jax.models.transformer import EOS_ID, PAD_ID  # pylint: disable=g-import-not-at-top
   from rest_jax.rewards import reward_model as rm  # pylint: disable=g-import-not-at-top
   from rest_jax.rewards import reward_model_training  # pylint: disable=g-import-not-at-top
 
-  policy = reward_model_training.load_policy_for_sampling(args.policy, args.checkpoint_step)
-  vocabulary = vocab_lib.get_vocabulary(policy.vocabulary_spec)
-  print(f"policy {args.policy} step {policy.step}, vocabulary {policy.vocabulary_spec!r}")
+  policy = reward_model_training.load_policy_for_sampling(
+      args.policy, args.checkpoint_step, vocabulary_spec=args.policy_vocab)
+  vocabulary = policy.vocabulary
+  print(f"policy {args.policy} step {policy.step}, vocabulary {policy.vocabulary_name!r}")
   config = SamplingConfig(max_decode_len=args.max_decode_len, temperature=args.temperature,
                           top_k=args.top_k, num_samples=args.samples_per_source)
   sampler = sampling.make_sampler(policy.model, config, policy.mesh, policy.param_shardings)
@@ -153,8 +171,9 @@ def main(argv=None) -> int:
   print(f"{len(examples)} examples from {args.task}/{args.split}")
   references = [e.reference for e in examples]
   if args.policy == RANDOM_PERTURBATION:
-    hypotheses = perturbed_hypotheses(references, args.samples_per_source, args.max_edits,
-                                      args.seed)
+    hypotheses = perturbed_hypotheses([e.source for e in examples], references,
+                                      args.samples_per_source, args.max_edits,
+                                      args.sentence_edit_rate, args.seed)
   else:
     hypotheses = policy_hypotheses(args, examples)
   n = args.samples_per_source

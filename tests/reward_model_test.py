@@ -196,17 +196,28 @@ def test_load_policy_for_sampling_restores_only_the_params(tmp_path):
                        "round": 2})
   ckpt.close()
   policy = training.load_policy_for_sampling(directory, mesh=toy_setup.mesh(data=8))
-  assert policy.step == 7 and policy.vocabulary_spec == "byte" and policy.meta["round"] == 2
-  assert policy.model.config == model.config
+  assert policy.step == 7 and policy.vocabulary_name == "byte" and policy.meta["round"] == 2
+  assert policy.model.config == model.config and policy.vocabulary.vocab_size == VOCAB_SIZE
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(policy.params), params)
   leaf = jax.tree_util.tree_leaves(policy.params)[0]
   assert leaf.sharding.mesh.devices.size == 8
+  # The ReST loop's layout: a workdir whose checkpoints/ hold bare params, the model config in
+  # meta["fingerprint"]["model"] and no vocabulary (given explicitly here).
+  workdir = tmp_path / "workdir"
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
+  ckpt.save(3, params, {"kind": "policy", "fingerprint": {
+      "model": dataclasses.asdict(model.config), "task": "no_such_task"}})
+  ckpt.close()
+  policy = training.load_policy_for_sampling(str(workdir), mesh=MESH2, vocabulary_spec="byte")
+  assert policy.step == 3 and policy.vocabulary_name == "byte"
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(policy.params), params)
   with pytest.raises(FileNotFoundError, match="nowhere"):
     training.load_policy_for_sampling(str(tmp_path / "nowhere"))
   bare = str(tmp_path / "bare")
   ckpt = checkpointing.Checkpointer(bare)
   ckpt.save(1, state, {"round": 0})
   ckpt.close()
-  with pytest.raises(checkpointing.CheckpointError, match=r"meta lacks \['model_config', "
-                                                          r"'vocabulary'\]"):
+  with pytest.raises(checkpointing.CheckpointError, match=r"bare/1: meta has no 'model_config'"):
     training.load_policy_for_sampling(bare)
+  with pytest.raises(checkpointing.CheckpointError, match=r"meta has no 'vocabulary'"):
+    training.load_policy_for_sampling(bare, model_config=model.config)

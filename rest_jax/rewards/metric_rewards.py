@@ -14,8 +14,10 @@ of 0.734 is exactly sacrebleu's 73.4 divided by 100.
 Speed (one Grow step can produce ~100k samples): the metric object is built once per reward and
 reused; identical (hypothesis, reference) pairs, common when sampling many outputs of a short
 source, are scored once; `num_workers > 1` splits the unique pairs across processes (spawned,
-not forked, because the parent usually runs JAX threads). A single process scores roughly
-5-8k pairs per second on one CPU core.
+not forked, because the parent usually runs JAX threads; each worker pays a start-up of about
+a second, so the pool is used only from a few thousand unique pairs on). As with any spawned
+pool, the program's main module must be import-safe (an `if __name__ == "__main__":` guard),
+and the pool only helps when idle cores exist.
 """
 
 from __future__ import annotations

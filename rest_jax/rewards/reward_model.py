@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Sequence
 
 from absl import logging
@@ -51,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rest_jax import checkpointing
+from rest_jax import checkpointing, fileio
 from rest_jax import sharding as sharding_lib
 from rest_jax.configs import MeshConfig, ModelConfig
 from rest_jax.data import vocab as vocab_lib
@@ -64,12 +63,14 @@ MIN_BUCKET = 16
 
 
 class AlignmentPool(nn.Module):
-  """Soft alignment of query tokens to the other side's tokens, then a masked mean.
+  """Soft alignment of query tokens to the other side's tokens, then a masked mean -> [B, D].
 
   Each query token attends (one head, learned query/key projections) over the *unprojected*
   encoder states of the other side, so its context is a mixture of actual token states; the
   residual update is Dense([context, query * context]) — the product says how well the token
-  is matched — followed by the Transformer's MLP block.
+  is matched — followed by the Transformer's MLP block and a masked mean over query tokens.
+  The mean is blind to repetition ("A. A." pools like "A."): only the length features of the
+  head can tell the two apart (docs/rewards.md shows what that means in practice).
   """
 
   config: ModelConfig
@@ -232,7 +233,7 @@ def load_reward_model(path: str, step: int | None = None, mesh: Mesh | None = No
   FileNotFoundError if `path` does not exist; CheckpointError naming the path if it holds no
   reward model checkpoint or a malformed one.
   """
-  if "://" not in path and not os.path.isdir(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"reward model checkpoint directory {path!r} does not exist "
                             "(expected the output_dir of scripts/train_reward_model.py)")
   mesh = mesh or default_mesh()

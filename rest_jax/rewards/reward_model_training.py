@@ -41,7 +41,7 @@ import orbax.checkpoint as ocp
 import scipy.stats
 from jax.sharding import Mesh
 
-from rest_jax import checkpointing, optim, train_state
+from rest_jax import checkpointing, fileio, optim, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax.configs import LR_DECAYS, ModelConfig, OptimizerConfig, check_choice
 from rest_jax.data import tsv
@@ -354,52 +354,83 @@ def train_reward_model(model_config: ModelConfig, config: RewardTrainingConfig,
 # ------------------------------------------------------------------- policies for sampling
 class PolicyForSampling(NamedTuple):
   model: Transformer
-  params: Any  # PolicyState.params, on `param_shardings`.
+  params: Any  # The policy parameters, on `param_shardings`.
   param_shardings: Any
   mesh: Mesh
-  vocabulary_spec: str
+  vocabulary: Any  # seqio.Vocabulary of the policy.
+  vocabulary_name: str  # The spec, or "task:<name>" when it came from the task.
   step: int
   meta: dict[str, Any]
 
 
 def load_policy_for_sampling(checkpoint_dir: str, step: int | None = None,
-                             mesh: Mesh | None = None) -> PolicyForSampling:
-  """Restores only `PolicyState.params` of a ReST checkpoint (latest step by default).
+                             mesh: Mesh | None = None, *,
+                             model_config: ModelConfig | None = None,
+                             vocabulary_spec: str | None = None) -> PolicyForSampling:
+  """Restores only the policy parameters of a ReST checkpoint (latest step by default).
 
-  The checkpoint's meta must hold "model_config" (dataclasses.asdict(ModelConfig)) and
-  "vocabulary" (a vocabulary spec). The optimizer state and frozen copies are not read, so the
-  optimizer that trained the policy need not be known.
+  `checkpoint_dir` is a `Checkpointer` directory or a ReST workdir (its `checkpoints/` is used).
+  Both layouts the loop writes are read: a full `PolicyState` (only `.params` is restored, so
+  the optimizer that trained it need not be known) or a bare params tree. The model config is
+  `model_config`, else meta["model_config"], else meta["fingerprint"]["model"] (what the ReST
+  loop records); the vocabulary is `vocabulary_spec`, else meta["vocabulary"], else the
+  vocabulary of the task meta["fingerprint"]["task"].
   """
-  if "://" not in checkpoint_dir and not os.path.isdir(checkpoint_dir):
+  if not fileio.exists(checkpoint_dir):
     raise FileNotFoundError(f"policy checkpoint directory {checkpoint_dir!r} does not exist")
+  if fileio.exists(os.path.join(checkpoint_dir, "checkpoints")):
+    checkpoint_dir = os.path.join(checkpoint_dir, "checkpoints")
   checkpointer = checkpointing.Checkpointer(checkpoint_dir, max_to_keep=None)
   try:
     meta = checkpointer.restore_meta(step)  # CheckpointError naming the directory if none.
     step = checkpointer.latest_step() if step is None else step
   finally:
     checkpointer.close()
-  missing = [k for k in ("model_config", "vocabulary") if k not in meta]
-  if missing:
-    raise checkpointing.CheckpointError(f"policy checkpoint {checkpoint_dir}/{step}: meta lacks "
-                                        f"{missing}; it has {sorted(meta)}")
-  model = Transformer(ModelConfig(**meta["model_config"]))
+  where = f"policy checkpoint {checkpoint_dir}/{step}"
+  fingerprint = meta.get("fingerprint") or {}
+  config_fields = model_config or meta.get("model_config") or fingerprint.get("model")
+  if config_fields is None:
+    raise checkpointing.CheckpointError(
+        f"{where}: meta has no 'model_config' (nor 'fingerprint.model'); pass model_config. "
+        f"Meta keys: {sorted(meta)}")
+  config = (config_fields if isinstance(config_fields, ModelConfig)
+            else ModelConfig(**config_fields))
+  vocabulary, vocabulary_name = _policy_vocabulary(where, meta, fingerprint, vocabulary_spec)
+  model = Transformer(config)
   mesh = mesh or rm.default_mesh()
   param_shardings = train_state.StateFactory(model, mesh).param_shardings
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       nn.meta.unbox(train_state.abstract_boxed_params(model)), param_shardings)
-  manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir), item_names=("state", "meta"))
+  manager = ocp.CheckpointManager(
+      fileio.abspath(checkpoint_dir), item_names=("state", "meta"),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
   try:
+    saved = manager.item_metadata(step)["state"]
+    saved_keys = set(getattr(saved, "tree", saved) or {})
+    whole_state = {"params", "opt_state"} <= saved_keys
+    item = {"params": abstract} if whole_state else abstract
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item={"params": abstract},
-        restore_args=ocp.checkpoint_utils.construct_restore_args({"params": abstract}),
-        partial_restore=True)))
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))["state"]
   except (ValueError, KeyError, TypeError) as e:
     raise checkpointing.CheckpointError(
-        f"policy checkpoint {checkpoint_dir}/{step}: params do not match model_config "
-        f"{meta['model_config']}: {e}") from e
+        f"{where}: the saved params do not match the model config {config}: {e}") from e
   finally:
     manager.close()
-  return PolicyForSampling(model, restored["state"]["params"], param_shardings, mesh,
-                           meta["vocabulary"], step, meta)
+  return PolicyForSampling(model, restored["params"] if whole_state else restored,
+                           param_shardings, mesh, vocabulary, vocabulary_name, step, meta)
 
+
+def _policy_vocabulary(where: str, meta: dict[str, Any], fingerprint: dict[str, Any],
+                       vocabulary_spec: str | None):
+  spec = vocabulary_spec or meta.get("vocabulary")
+  if spec is not None:
+    return vocab_lib.get_vocabulary(spec), spec
+  if "task" in fingerprint:
+    from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (imports TF)
+    return pipeline.get_task_vocabulary(fingerprint["task"]), f"task:{fingerprint['task']}"
+  raise checkpointing.CheckpointError(
+      f"{where}: meta has no 'vocabulary' (nor 'fingerprint.task'); pass vocabulary_spec. "
+      f"Meta keys: {sorted(meta)}")
