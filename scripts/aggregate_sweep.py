@@ -1,0 +1,277 @@
+r"""Compares the points of a sweep: one table row per point and the paper's figures per variant.
+
+  python scripts/aggregate_sweep.py --root=/tmp/tiny_sweep [--out=DIR] [--sweep=FILE]
+
+Reads each point's results.jsonl (the points come from <root>/sweep.json, written by
+`scripts/sweep.py run|emit`, or from --sweep) and writes to --out (default: the root)
+
+  sweep_results.md / .csv  one row per point: axis values, status, BC (G0I0) validation reward,
+                           final validation reward / BLEU / chrF and the delta vs BC, examples
+                           kept by the final round's filter, test BLEU of BC and of the final
+                           policy and their delta, best Improve step (by validation reward)
+  reward_per_step.png      validation reward per step (G0I0, G1I0, G1I1, ...), one line per point
+  final_reward_bars.png    final validation reward per value of --bar_axis (default: the 'loss'
+                           axis if there is one, else the first), BC as a reference line
+  best_of_n.png            Best-of-N curves of each final policy and BC, when rows carry them
+
+A point whose run has not finished is listed as incomplete with what it has recorded so far;
+the plots show finished points only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rest_jax import report, sweeps  # noqa: E402  (after the path set-up above)
+
+TABLE_FIELDS = ("point", "status", "bc_reward", "final_run", "final_reward", "delta_reward",
+                "final_bleu", "final_chrf", "final_kept", "bc_test_bleu", "final_test_bleu",
+                "delta_test_bleu", "best_run", "best_reward")
+STATUS_LABELS = {"complete": "complete", "started": "incomplete", "new": "not started"}
+
+
+def _step(row: Mapping[str, Any]) -> tuple[int, int]:
+  return (row.get("grow_step", 0), row.get("improve_step", 0))
+
+
+def collect(root: str, points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """[{name, axis_values, status, rows}] for each point, in sweep order."""
+  out = []
+  for point in points:
+    workdir = os.path.join(root, point["name"])
+    status = STATUS_LABELS[sweeps.point_status(workdir)]
+    rows = sweeps.read_rows(workdir)
+    if status == "not started" and rows:
+      status = "incomplete"
+    out.append({"name": point["name"], "axis_values": dict(point["axis_values"]),
+                "status": status, "rows": rows})
+  return out
+
+
+def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
+  """The table row of one point (None where it has no such value yet)."""
+  val = sorted((r for r in result["rows"] if r["split"] == "validation"
+                and r.get("mean_reward") is not None), key=_step)
+  test = {r["run"]: r for r in result["rows"] if r["split"] == "test"}
+  bc = next((r for r in val if r["run"] == "G0I0"), None)
+  final = val[-1] if val else None
+  improve = [r for r in val if r.get("grow_step", 0) >= 1]
+  best = max(improve, key=lambda r: r["mean_reward"]) if improve else None
+  get = lambda row, key: None if row is None else row.get(key)
+  minus = lambda a, b: None if a is None or b is None else a - b
+  summary = {"point": result["name"], **result["axis_values"], "status": result["status"],
+             "bc_reward": get(bc, "mean_reward"), "final_run": get(final, "run"),
+             "final_reward": get(final, "mean_reward"), "final_bleu": get(final, "bleu"),
+             "final_chrf": get(final, "chrf"), "final_kept": get(final, "num_kept"),
+             "bc_test_bleu": get(test.get("G0I0"), "bleu"),
+             "final_test_bleu": get(test.get(get(final, "run")), "bleu"),
+             "best_run": get(best, "run"), "best_reward": get(best, "mean_reward")}
+  summary["delta_reward"] = minus(summary["final_reward"], summary["bc_reward"])
+  summary["delta_test_bleu"] = minus(summary["final_test_bleu"], summary["bc_test_bleu"])
+  return summary
+
+
+def _cell(value: Any, signed: bool = False) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+  return str(value)
+
+
+def markdown(summaries: Sequence[Mapping[str, Any]], axes: Sequence[str], title: str) -> str:
+  header = ["point", *axes, "status", "BC reward", "final", "reward", "Δ reward", "BLEU", "chrF",
+            "kept", "test BLEU (BC)", "test BLEU", "Δ test BLEU", "best step"]
+  lines = [f"# {title}\n", "Validation rewards on the 0-100 scale; 'final' is the last "
+           "evaluated policy, Δ is final minus BC (G0I0).\n",
+           "| " + " | ".join(header) + " |", "|" + "---|" * (len(axes) + 2) + "---:|" * 11]
+  for s in summaries:
+    best = "-" if s["best_run"] is None else f"{s['best_run']} ({s['best_reward']:.2f})"
+    cells = [s["point"], *[str(s[a]) for a in axes], s["status"], _cell(s["bc_reward"]),
+             _cell(s["final_run"]), _cell(s["final_reward"]), _cell(s["delta_reward"], True),
+             _cell(s["final_bleu"]), _cell(s["final_chrf"]), _cell(s["final_kept"]),
+             _cell(s["bc_test_bleu"]),
+             _cell(s["final_test_bleu"]), _cell(s["delta_test_bleu"], True), best]
+    lines.append("| " + " | ".join(cells) + " |")
+  unfinished = [s for s in summaries if s["status"] != "complete"]
+  if unfinished:
+    lines += ["", f"{len(unfinished)} point(s) not finished (values so far; not in the plots):"]
+    lines += [f"- {s['point']}: {s['status']}, last recorded {s['final_run'] or 'nothing'}"
+              for s in unfinished]
+  return "\n".join(lines) + "\n"
+
+
+def write_csv(summaries: Sequence[Mapping[str, Any]], axes: Sequence[str], path: str) -> str:
+  fields = ["point", *axes, *TABLE_FIELDS[1:]]
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for s in summaries:
+      writer.writerow({k: "" if s.get(k) is None else s[k] for k in fields})
+  return path
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def _save(fig: Figure, path: str) -> str:
+  FigureCanvasAgg(fig)
+  fig.savefig(path, dpi=100)
+  return path
+
+
+def plot_reward_per_step(results: Sequence[Mapping[str, Any]], path: str) -> str:
+  """Validation reward and BLEU per step, one line per finished point (the paper's Fig. 3)."""
+  steps = sorted({_step(r) for res in results for r in res["rows"]
+                  if r["split"] == "validation"})
+  x_of = {s: i for i, s in enumerate(steps)}
+  fig = Figure(figsize=(max(6.0, 0.8 * len(steps) + 3), 6.5), layout="constrained")
+  axes = fig.subplots(2, 1, sharex=True)
+  for res in results:
+    val = sorted((r for r in res["rows"] if r["split"] == "validation"), key=_step)
+    for ax, key in zip(axes, ("mean_reward", "bleu")):
+      ax.plot([x_of[_step(r)] for r in val], [r.get(key, np.nan) for r in val], marker="o",
+              label=res["name"])
+  axes[0].set_ylabel("validation reward (0-100)")
+  axes[1].set_ylabel("validation BLEU")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    for i in range(1, len(steps)):
+      if steps[i][0] != steps[i - 1][0]:
+        ax.axvline(i - 0.5, color="gray", linestyle=":")
+  axes[1].set_xticks(range(len(steps)), [report.run_name(g, i) for g, i in steps])
+  axes[0].legend(fontsize=7, loc="best")
+  axes[0].set_title("Reward per Grow/Improve step")
+  return _save(fig, path)
+
+
+def plot_final_reward_bars(summaries: Sequence[Mapping[str, Any]], bar_axis: str,
+                           other_axes: Sequence[str], path: str) -> str:
+  """Final validation reward per value of `bar_axis`, one bar series per combination of the
+  other axes, with BC (G0I0) as a reference line (one per bar where BC differs)."""
+  categories = list(dict.fromkeys(s[bar_axis] for s in summaries))
+  series = list(dict.fromkeys(",".join(f"{a}={s[a]}" for a in other_axes) for s in summaries))
+  width = 0.8 / len(series)
+  fig = Figure(figsize=(max(6.0, 1.2 * len(categories) * max(1, len(series) / 2)), 4.5),
+               layout="constrained")
+  ax = fig.subplots()
+  bcs = [s["bc_reward"] for s in summaries if s["bc_reward"] is not None] or [0.0]
+  shared_bc = max(bcs) - min(bcs) < 1e-9
+  for j, name in enumerate(series):
+    chosen = {s[bar_axis]: s for s in summaries
+              if ",".join(f"{a}={s[a]}" for a in other_axes) == name}
+    xs = [i + (j - (len(series) - 1) / 2) * width for i, c in enumerate(categories)
+          if c in chosen]
+    values = [chosen[c]["final_reward"] for c in categories if c in chosen]
+    bars = ax.bar(xs, values, width, label=name or None)
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    if not shared_bc:
+      for x, c in zip(xs, [c for c in categories if c in chosen]):
+        if chosen[c]["bc_reward"] is not None:
+          ax.hlines(chosen[c]["bc_reward"], x - width / 2, x + width / 2, color="black",
+                    linestyle="--")
+  if shared_bc:
+    ax.axhline(bcs[0], color="black", linestyle="--", label=f"BC (G0I0) {bcs[0]:.1f}")
+  low = min(min(bcs), min(s["final_reward"] for s in summaries))
+  high = max(max(bcs), max(s["final_reward"] for s in summaries))
+  ax.set_ylim(max(0.0, low - 0.1 * (high - low + 1)), high + 0.15 * (high - low + 1))
+  ax.set_xticks(range(len(categories)), categories)
+  ax.set_xlabel(bar_axis)
+  ax.set_ylabel("final validation reward (0-100)")
+  ax.set_title(f"Final validation reward by {bar_axis}"
+               + ("" if shared_bc else " (dashed: each point's BC)"))
+  ax.grid(axis="y", alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
+  return _save(fig, path)
+
+
+def best_of_n_curves(results: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+  """Best-of-N of each point's final policy, plus BC's (once if every point shares it)."""
+  curves, bc_curves = {}, {}
+  for res in results:
+    val = sorted((r for r in res["rows"] if r["split"] == "validation"), key=_step)
+    points = lambda row: sorted((int(n), v) for n, v in row["best_of_n"].items())
+    if val and val[-1].get("best_of_n"):
+      curves[res["name"]] = points(val[-1])
+    bc = next((r for r in val if r["run"] == "G0I0" and r.get("best_of_n")), None)
+    if bc is not None:
+      bc_curves[res["name"]] = points(bc)
+  if not curves:
+    return {}
+  distinct = {tuple(c) for c in bc_curves.values()}
+  if len(distinct) == 1:
+    curves["BC (G0I0)"] = list(distinct.pop())
+  else:
+    curves.update({f"{name} BC": c for name, c in bc_curves.items()})
+  return curves
+
+
+def aggregate(root: str, out: str | None = None, sweep_path: str | None = None,
+              bar_axis: str | None = None) -> dict[str, str]:
+  """Writes the table and plots for the sweep under `root`; returns {what: path}."""
+  if sweep_path:
+    sweep = sweeps.load_sweep(sweep_path)
+    points = [p.to_json() for p in sweeps.expand(sweep)]
+    axes, title = [a.name for a in sweep.axes], sweep.description
+  else:
+    manifest = sweeps.read_manifest(root)
+    points, axes, title = manifest["points"], manifest["axes"], manifest.get("description")
+  bar_axis = bar_axis or ("loss" if "loss" in axes else axes[0])
+  if bar_axis not in axes:
+    raise sweeps.SweepError(f"--bar_axis={bar_axis!r} is not an axis of this sweep: {axes}.")
+  out = out or root
+  os.makedirs(out, exist_ok=True)
+  results = collect(root, points)
+  summaries = [summarize(r) for r in results]
+  written = {"markdown": os.path.join(out, "sweep_results.md"),
+             "csv": write_csv(summaries, axes, os.path.join(out, "sweep_results.csv"))}
+  with open(written["markdown"], "w", encoding="utf-8") as f:
+    f.write(markdown(summaries, axes, title or f"Sweep {root}"))
+  done = [r for r in results if r["status"] == "complete"]
+  done_summaries = [s for s in summaries if s["status"] == "complete"]
+  if done:
+    written["reward_per_step"] = plot_reward_per_step(done, os.path.join(out,
+                                                                         "reward_per_step.png"))
+    others = [a for a in axes if a != bar_axis]
+    written["final_reward_bars"] = plot_final_reward_bars(
+        done_summaries, bar_axis, others, os.path.join(out, "final_reward_bars.png"))
+    curves = best_of_n_curves(done)
+    if curves:
+      written["best_of_n"] = report.plot_best_of_n(curves, os.path.join(out, "best_of_n.png"))
+  return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--root", required=True, help="Sweep root (one workdir per point).")
+  parser.add_argument("--out", default=None, help="Output folder (default: --root).")
+  parser.add_argument("--sweep", default=None,
+                      help="Sweep file; default: the points in <root>/sweep.json.")
+  parser.add_argument("--bar_axis", default=None,
+                      help="Axis of the bar plot (default: 'loss' if present, else the first).")
+  args = parser.parse_args(argv)
+  try:
+    written = aggregate(args.root, args.out, args.sweep, args.bar_axis)
+  except sweeps.SweepError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  with open(written["markdown"], encoding="utf-8") as f:
+    print(f.read())
+  for what, path in written.items():
+    print(f"{what}: {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
