@@ -50,11 +50,19 @@ class SequenceData:
     return round_up(s, multiple), round_up(t, multiple)
 
 
-def pad_rows(rows: Sequence[np.ndarray], length: int, dtype) -> np.ndarray:
-  out = np.full((len(rows), length), PAD_ID, dtype)
+def pad_rows(rows: Sequence[np.ndarray], length: int, dtype=np.int32,
+             pad_id: int = PAD_ID) -> np.ndarray:
+  """Right-pads 1-D rows into a [len(rows), length] array; never truncates."""
+  if length < 1:
+    raise ValueError(f"length={length}: must be a positive integer")
+  out = np.full((len(rows), length), pad_id, dtype)
   for i, row in enumerate(rows):
+    row = np.asarray(row)
+    if row.ndim != 1:
+      raise ValueError(f"sequence {i} has shape {row.shape}; expected a 1-D array")
     if len(row) > length:
-      raise ValueError(f"Row {i} has length {len(row)} > padded length {length}.")
+      raise ValueError(f"sequence {i} has {len(row)} tokens, more than length={length}; drop it "
+                       "(load_examples' max_*_len) or raise the length")
     out[i, :len(row)] = row
   return out
 
@@ -74,8 +82,8 @@ def collate(data: SequenceData, indices: np.ndarray, source_len: int, target_len
   if data.rewards is not None:
     batch["rewards"] = np.asarray(data.rewards, np.float32)[indices]
   if data.behaviour_logprobs is not None:
-    batch["behaviour_logprobs"] = pad_rows([data.behaviour_logprobs[i] for i in indices], target_len,
-                                       np.float32)
+    batch["behaviour_logprobs"] = pad_rows([data.behaviour_logprobs[i] for i in indices],
+                                           target_len, np.float32)
   return batch
 
 

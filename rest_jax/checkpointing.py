@@ -9,11 +9,12 @@ when complete, so a process killed mid-save never leaves a half checkpoint that 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from rest_jax import fileio
 
 
 class CheckpointError(RuntimeError):
@@ -24,7 +25,7 @@ class Checkpointer:
   """Saves and restores (state, meta) pairs under `directory/<step>`."""
 
   def __init__(self, directory: str, max_to_keep: int | None = 3):
-    self.directory = os.path.abspath(directory)
+    self.directory = fileio.abspath(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,

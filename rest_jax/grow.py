@@ -1,8 +1,10 @@
 """Grow: sample N outputs per training source from the current policy and score them.
 
 Shards are produced and written one at a time (see `grown_data`), so a killed Grow resumes at
-the first missing shard. The sampling key of a shard is `fold_in(fold_in(seed, g), shard)`, so a
-regenerated shard is identical to the one an uninterrupted run writes. Each source's human
+the first missing shard. The samples of a source are drawn with the key
+`fold_in(fold_in(seed, g), source_id)`, so they do not depend on batching, shard layout or the
+number of processes: a regenerated shard is identical to the one an uninterrupted run writes, and
+a multi-process Grow produces the same records as a single process. Each source's human
 reference is scored too and stored as the `is_original` record, so Improve can keep the
 original data intact or filter it like the samples.
 """
@@ -139,8 +141,7 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
       continue
     chunk = examples[k * per_shard:(k + 1) * per_shard]
     chunk_slots = min(per_shard, slots - k * per_shard)
-    key = jax.random.fold_in(base_key, shard_index)
-    tokens, logprobs = _sample_chunk(chunk, chunk_slots, sampler, params, key, local_batch,
+    tokens, logprobs = _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch,
                                      source_len, mesh)
     n = tokens.shape[1]
     hyps = detokenize(vocab, tokens.reshape(len(chunk) * n, tokens.shape[-1]))
@@ -153,11 +154,12 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
         chunk, tokens, logprobs, hyps, sample_rewards, ref_rewards, grow_step, policy_step,
         config.seed))
     written += 1
+  sharding_lib.barrier(f"grow{grow_step}_shards_written")  # Every shard exists before reading.
   logger.info("Grow step %d: wrote %d shard(s) of %d.", grow_step, written, num_shards)
   return GrowSummary(grow_step, num_shards, written)
 
 
-def _sample_chunk(chunk, chunk_slots, sampler, params, key, local_batch, source_len, mesh):
+def _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch, source_len, mesh):
   """Samples every source of a chunk; returns (tokens [C,N,T], policy log-probs [C,N,T]).
 
   Makes ceil(chunk_slots / local_batch) sampler calls whatever len(chunk) is, so processes with
@@ -165,12 +167,15 @@ def _sample_chunk(chunk, chunk_slots, sampler, params, key, local_batch, source_
   """
   tokens, logprobs = [], []
   dummy = np.array([EOS_ID], np.int32)
-  for i, start in enumerate(range(0, chunk_slots, local_batch)):
-    rows = [ex.inputs for ex in chunk[start:start + local_batch]]
-    real = len(rows)
-    rows = rows + [rows[0] if rows else dummy] * (local_batch - real)
+  fold = jax.jit(jax.vmap(jax.random.fold_in, (None, 0)))
+  for start in range(0, chunk_slots, local_batch):
+    part = chunk[start:start + local_batch]
+    real = len(part)
+    rows = [ex.inputs for ex in part] + [dummy] * (local_batch - real)
+    ids = np.array([ex.source_id for ex in part] + [0] * (local_batch - real), np.uint32)
     inputs = sharding_lib.shard_batch(batching.pad_rows(rows, source_len, np.int32), mesh)
-    out = sampler(params, inputs, jax.random.fold_in(key, i))
+    keys = sharding_lib.shard_batch(np.asarray(fold(base_key, ids)), mesh)
+    out = sampler(params, inputs, keys)
     tokens.append(sharding_lib.local_to_host(out.tokens)[:real])
     logprobs.append(sharding_lib.local_to_host(out.token_logprobs)[:real])
   return np.concatenate(tokens), np.concatenate(logprobs)

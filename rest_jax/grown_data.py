@@ -16,13 +16,14 @@ original data D, which is stored alongside its samples with `is_original=True`).
 from __future__ import annotations
 
 import dataclasses
-import glob
+import io
 import json
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
+from rest_jax import fileio
 from rest_jax import filters as filters_lib
 
 _RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
@@ -122,12 +123,11 @@ class GrowStore:
 
   def ensure_manifest(self, settings: dict[str, Any]) -> None:
     """Writes the settings once; a later run with different settings is refused."""
-    os.makedirs(self.directory, exist_ok=True)
+    fileio.makedirs(self.directory)
     path = self.manifest_path()
     settings = json.loads(json.dumps(settings))
-    if os.path.exists(path):
-      with open(path) as f:
-        existing = json.load(f)
+    if fileio.exists(path):
+      existing = json.loads(fileio.read_bytes(path))
       if existing != settings:
         changed = sorted(k for k in set(existing) | set(settings)
                          if existing.get(k) != settings.get(k))
@@ -136,14 +136,14 @@ class GrowStore:
             f"(changed: {changed}; on disk: {[existing.get(k) for k in changed]}, now: "
             f"{[settings.get(k) for k in changed]}). Use a new workdir or delete that folder.")
       return
-    _atomic_write_bytes(path, json.dumps(settings, indent=2, sort_keys=True).encode())
+    fileio.write_atomic(path, json.dumps(settings, indent=2, sort_keys=True).encode())
 
   # ---------------------------------------------------------------------------- shards
   def shard_path(self, index: int, num_shards: int) -> str:
     return os.path.join(self.directory, f"shard-{index:05d}-of-{num_shards:05d}.npz")
 
   def has_shard(self, index: int, num_shards: int) -> bool:
-    return os.path.exists(self.shard_path(index, num_shards))
+    return fileio.exists(self.shard_path(index, num_shards))
 
   def write_shard(self, index: int, num_shards: int, records: GrownRecords) -> None:
     arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(records, name)) for name in _SCALAR}
@@ -151,12 +151,12 @@ class GrowStore:
       arrays[name], arrays[name + "_len"] = _flatten(getattr(records, name), dtype)
     for name in _TEXT:
       arrays[name], arrays[name + "_len"] = _encode_text(getattr(records, name))
-    tmp = self.shard_path(index, num_shards) + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, self.shard_path(index, num_shards))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    fileio.write_atomic(self.shard_path(index, num_shards), buffer.getvalue())
 
   def read_shard(self, path: str) -> GrownRecords:
-    with np.load(path) as z:
+    with np.load(io.BytesIO(fileio.read_bytes(path))) as z:
       out: dict[str, Any] = {name: z[name] for name in _SCALAR}
       for name in _RAGGED:
         out[name] = _unflatten(z[name], z[name + "_len"])
@@ -165,18 +165,17 @@ class GrowStore:
     return GrownRecords(**out)
 
   def shard_files(self) -> list[str]:
-    return sorted(glob.glob(os.path.join(self.directory, "shard-*-of-*.npz")))
+    return fileio.glob(os.path.join(self.directory, "shard-*-of-*.npz"))
 
   def read_all(self, expected_shards: int | None = None) -> GrownRecords:
-    files = [f for f in self.shard_files() if not f.endswith(".tmp.npz")]
+    """Every record of the Grow step in canonical (source id, sample index) order, so the data
+    an Improve round sees does not depend on how the shards were laid out."""
+    files = self.shard_files()
+    if expected_shards is None and fileio.exists(self.manifest_path()):
+      expected_shards = json.loads(fileio.read_bytes(self.manifest_path())).get("num_shards")
     if expected_shards is not None and len(files) != expected_shards:
       raise ValueError(f"Grow step {self.grow_step} in {self.directory} has {len(files)} of "
                        f"{expected_shards} shards; re-run to finish the Grow step.")
-    return GrownRecords.concatenate([self.read_shard(f) for f in files])
+    records = GrownRecords.concatenate([self.read_shard(f) for f in files])
+    return records.select(np.lexsort((records.sample_index, records.source_id)))
 
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)

@@ -34,13 +34,27 @@ def _define_flags():
   flags.DEFINE_multi_string("gin_search_paths", [EXPERIMENTS_DIR, "."],
                             "Where gin files and their includes are looked up.")
   flags.DEFINE_bool("verbose_libraries", False, "Keep orbax/TensorFlow INFO logs.")
-  flags.DEFINE_bool("multiprocess", False, "Initialise jax.distributed (see rest_jax.distributed"
-                    " for the environment variables and flags it reads).")
+  flags.DEFINE_bool("multiprocess", False, "Initialise jax.distributed: auto-detected on TPU "
+                    "VMs, else from the flags below or REST_JAX_* variables (rest_jax.distributed).")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--multiprocess).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (--multiprocess).")
+  flags.DEFINE_integer("process_id", None, "This process's index (--multiprocess).")
   return flags.FLAGS
 
 
+class _QuietGinResourceProbe:
+  """Drops gin's "Path not found" errors: it probes package resources before the search paths,
+  so every `include` of a file found on a search path would log a false error."""
+
+  def filter(self, record) -> bool:
+    return not (record.pathname.endswith("resource_reader.py")
+                and str(record.msg).startswith("Path not found"))
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
-              search_paths: Sequence[str]) -> None:
+              search_paths: Sequence[str], finalize: bool = True) -> None:
+  """Parses gin files (looked up on `search_paths`) and bindings, with clear file errors."""
+  import logging
   import gin
   from rest_jax import gin_setup  # noqa: F401  (registers the configurables)
   for path in search_paths:
@@ -51,7 +65,12 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
     found = [p for p in [f] + [os.path.join(s, f) for s in search_paths] if os.path.exists(p)]
     if not found:
       raise FileNotFoundError(f"--gin_file={f!r} not found (looked in {list(search_paths)}).")
-  gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=True)
+  quiet = _QuietGinResourceProbe()
+  logging.getLogger().addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), list(bindings), finalize_config=finalize)
+  finally:
+    logging.getLogger().removeFilter(quiet)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -71,7 +90,7 @@ def _configure_logging(verbose: bool) -> None:
 def main(argv: Sequence[str]) -> None:
   import gin
   from absl import flags as absl_flags
-  from rest_jax import rest_loop
+  from rest_jax import fileio, rest_loop
   flags = absl_flags.FLAGS
   _configure_logging(flags.verbose_libraries)
   if len(argv) > 1:
@@ -80,9 +99,9 @@ def main(argv: Sequence[str]) -> None:
     raise ValueError("--workdir is required (checkpoints, grown data and results go there).")
   if flags.multiprocess:
     from rest_jax import distributed
-    distributed.initialize()
+    distributed.initialize(flags.coordinator_address, flags.num_processes, flags.process_id)
   parse_gin(flags.gin_file, flags.gin_bindings, flags.gin_search_paths)
-  os.makedirs(flags.workdir, exist_ok=True)
+  fileio.makedirs(flags.workdir)
   _write(os.path.join(flags.workdir, "config.gin"), gin.config_str())
   rest_loop_run = gin.get_configurable("rest_loop.run")
   rest_loop_run(workdir=flags.workdir)
@@ -92,9 +111,9 @@ def main(argv: Sequence[str]) -> None:
 
 def _write(path: str, text: str) -> None:
   import jax
+  from rest_jax import fileio
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      f.write(text)
+    fileio.write_atomic(path, text.encode("utf-8"))
 
 
 def run_cli(argv: Sequence[str] | None = None) -> None:

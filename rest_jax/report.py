@@ -18,6 +18,7 @@ Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global bac
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -28,6 +29,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from rest_jax import fileio
 
 ROW_FIELDS = ("run", "grow_step", "improve_step", "split", "mean_reward", "bleu", "chrf",
               "length_ratio", "distinct_1", "distinct_2", "num_grown", "num_kept", "threshold",
@@ -56,13 +59,12 @@ class ResultsLog:
     self.jsonl_path = os.path.join(self.workdir, JSONL_NAME)
     self.csv_path = os.path.join(self.workdir, CSV_NAME)
     self._rows: dict[tuple[str, str], dict[str, Any]] = {}
-    os.makedirs(self.workdir, exist_ok=True)
-    if os.path.exists(self.jsonl_path):
+    fileio.makedirs(self.workdir)
+    if fileio.exists(self.jsonl_path):
       self._load()
 
   def _load(self) -> None:
-    with open(self.jsonl_path, "rb") as f:
-      data = f.read()
+    data = fileio.read_bytes(self.jsonl_path)
     lines = data.split(b"\n")
     good_end = 0  # Byte offset just past the last complete, parseable line.
     for number, line in enumerate(lines, start=1):
@@ -77,16 +79,14 @@ class ResultsLog:
         if is_last or (number == len(lines) - 1 and not lines[-1]):
           logging.warning("%s: ignoring incomplete last line %d (%r...): %s; it will be "
                           "removed.", self.jsonl_path, number, line[:80], e)
-          with open(self.jsonl_path, "r+b") as f:
-            f.truncate(good_end)
+          fileio.truncate(self.jsonl_path, good_end)
           return
         raise ValueError(f"{self.jsonl_path} line {number} is not a valid results row ({e}); "
                          f"only the last line may be incomplete. Fix or remove that line.") from e
       self._rows[(row["run"], row["split"])] = row
       good_end += len(line) + (0 if is_last else 1)
     if data and not data.endswith(b"\n"):
-      with open(self.jsonl_path, "ab") as f:
-        f.write(b"\n")
+      fileio.write_atomic(self.jsonl_path, data + b"\n")
 
   @staticmethod
   def _check_row(row: Any) -> None:
@@ -108,24 +108,20 @@ class ResultsLog:
     self._check_row(row)
     line = json.dumps(row, default=_to_builtin)
     row = json.loads(line)  # The stored form, with numpy values turned into Python ones.
-    with open(self.jsonl_path, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    fileio.append_line(self.jsonl_path, line)
     self._rows[(row["run"], row["split"])] = row
     self._write_csv()
 
   def _write_csv(self) -> None:
     extra = sorted({k for row in self._rows.values() for k in row} - set(ROW_FIELDS))
     fields = list(ROW_FIELDS) + extra
-    tmp_path = self.csv_path + ".tmp"
-    with open(tmp_path, "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, fieldnames=fields)
-      writer.writeheader()
-      for row in self._rows.values():
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in row.items()})
-    os.replace(tmp_path, self.csv_path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row in self._rows.values():
+      writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                       for k, v in row.items()})
+    fileio.write_atomic(self.csv_path, buffer.getvalue().encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- markdown table
@@ -179,8 +175,7 @@ def write_markdown(workdir: str | os.PathLike,
   if any(r.get("split") == "test" for r in rows):
     parts += ["## Test\n", markdown_table(rows, "test")]
   path = os.path.join(os.fspath(workdir), MARKDOWN_NAME)
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(parts))
+  fileio.write_atomic(path, "\n".join(parts).encode("utf-8"))
   return path
 
 
@@ -189,9 +184,11 @@ def write_markdown(workdir: str | os.PathLike,
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
   path = os.fspath(path)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fileio.makedirs(os.path.dirname(path) or ".")
   FigureCanvasAgg(fig)
-  fig.savefig(path, dpi=100)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=100, format="png")
+  fileio.write_atomic(path, buffer.getvalue())
   return path
 
 

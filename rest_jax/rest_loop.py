@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rest_jax import checkpointing, configs, evaluate, filters, grow as grow_lib, grown_data
+from rest_jax import checkpointing, configs, evaluate, fileio, filters, grow as grow_lib
+from rest_jax import grown_data
 from rest_jax import batching, improve, optim, report, sampling, train, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax.losses import registry as loss_registry
@@ -175,11 +176,11 @@ class _Loop:
     from rest_jax.data import pipeline
     from rest_jax.rewards import registry as reward_registry
 
-    self.workdir, self.phases = os.path.abspath(workdir), phases
+    self.workdir, self.phases = fileio.abspath(workdir), phases
     self.data_cfg, self.bc_cfg, self.grow_cfg = data_cfg, bc_cfg, grow_cfg
     self.improve_cfg, self.eval_cfg, self.seed = improve_cfg, eval_cfg, seed
     self.reward = reward_registry.reward_from_spec(reward_spec)
-    os.makedirs(self.workdir, exist_ok=True)
+    fileio.makedirs(self.workdir)
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     lengths = dict(max_source_len=data_cfg.max_source_len,
@@ -187,8 +188,8 @@ class _Loop:
     load = lambda split, limit, **kw: pipeline.load_examples(
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
     self.train_examples = load("train", data_cfg.max_train_examples)
-    self.grow_examples = load("train", data_cfg.max_train_examples,
-                              shard_index=jax.process_index(), num_shards=jax.process_count())
+    # Grow sources: this process's share (every process_count-th source).
+    self.grow_examples = self.train_examples[jax.process_index()::jax.process_count()]
     self.validation = load("validation", data_cfg.max_validation_examples)
     self.test = load("test", data_cfg.max_test_examples)
     self.es_subset = self.validation[: data_cfg.early_stopping_examples]
@@ -521,9 +522,8 @@ def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[A
                    hyps: Sequence[str], limit: int = 200) -> None:
   """Writes the first translations of a split next to the results, for inspection."""
   path = os.path.join(workdir, "samples", f"{run_name}_{split}.jsonl")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    for ex, hyp in list(zip(examples, hyps))[:limit]:
-      f.write(json.dumps({"source_id": ex.source_id, "source": ex.source,
-                          "reference": ex.reference, "hypothesis": hyp},
-                         ensure_ascii=False) + "\n")
+  fileio.makedirs(os.path.dirname(path))
+  lines = [json.dumps({"source_id": ex.source_id, "source": ex.source, "reference": ex.reference,
+                       "hypothesis": hyp}, ensure_ascii=False)
+           for ex, hyp in list(zip(examples, hyps))[:limit]]
+  fileio.write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))

@@ -4,8 +4,8 @@ The sampler is a pure function that reaches the network only through two callbac
 (`DecodeFns.prefill` and `DecodeFns.step`), so it can be tested and reused independently of the
 model. The prompt is processed once (the encoder for encoder-decoder models, a cached prefill for
 decoder-only ones); the token loop is a `lax.while_loop` on device that stops as soon as every row
-has produced EOS. Keys are derived with `fold_in(rng, t)`, so results are deterministic for a given
-key and independent of how the batch is sharded.
+has produced EOS. Keys are derived per row and step with `fold_in`, so results are deterministic
+for a given key and independent of how the batch is sharded.
 
 Shape-suffix legend: B sources, N samples per source, R = B*N rows, T decode length, V vocab,
 W beam width.
@@ -107,12 +107,41 @@ def sample_categorical(key: jax.Array, logits_RxV: jax.Array) -> tuple[jax.Array
   blocks_RxNxC = padded_RxV.reshape(rows, num_blocks, block)
   max_R = jnp.max(logits_RxV, axis=-1)
   mass_RxN = jnp.exp(blocks_RxNxC - max_R[:, None, None]).sum(-1)
-  block_key, token_key = jax.random.split(key)
-  block_R = jnp.argmax(jnp.log(mass_RxN) + jax.random.gumbel(block_key, mass_RxN.shape), -1)
+  block_key, token_key = _split_keys(key)
+  block_R = jnp.argmax(jnp.log(mass_RxN) + _gumbel(block_key, mass_RxN.shape), -1)
   within_RxC = jnp.take_along_axis(blocks_RxNxC, block_R[:, None, None], axis=1)[:, 0]
-  offset_R = jnp.argmax(within_RxC + jax.random.gumbel(token_key, within_RxC.shape), -1)
+  offset_R = jnp.argmax(within_RxC + _gumbel(token_key, within_RxC.shape), -1)
   token_R = (block_R * block + offset_R).astype(jnp.int32)
   return token_R, max_R + jnp.log(mass_RxN.sum(-1))
+
+
+def _split_keys(key):
+  """Splits one key, or each of per-row keys [R, 2], in two."""
+  if key.ndim == 2:
+    pairs_Rx2x2 = jax.vmap(jax.random.split)(key)
+    return pairs_Rx2x2[:, 0], pairs_Rx2x2[:, 1]
+  return tuple(jax.random.split(key))
+
+
+def _gumbel(key, shape):
+  """Gumbel noise of `shape` [R, ...] from one key or from per-row keys [R, 2]."""
+  if key.ndim == 2:
+    return jax.vmap(lambda k: jax.random.gumbel(k, shape[1:]))(key)
+  return jax.random.gumbel(key, shape)
+
+
+def row_keys(rng: jax.Array, num_sources: int, num_samples: int) -> jax.Array:
+  """Per-row keys [B*N, 2]: sample j of source b uses fold_in(source_key_b, j).
+
+  `rng` is one key (source keys are folded from it by batch position) or one key per source
+  [B, 2] — then a sample depends only on its source's key, not on batching, sharding or the
+  number of processes (how Grow makes grown data reproducible under any layout).
+  """
+  if rng.ndim == 1:
+    rng = jax.vmap(jax.random.fold_in, (None, 0))(rng, jnp.arange(num_sources))
+  per_sample = jax.vmap(lambda k: jax.vmap(jax.random.fold_in, (None, 0))(
+      k, jnp.arange(num_samples)))(rng)
+  return per_sample.reshape(num_sources * num_samples, -1)
 
 
 def _value_at(x_RxV, token_R):
@@ -136,10 +165,14 @@ def _pick(logits_RxV, key, config: SamplingConfig):
 
 def sample(decode_fns: DecodeFns, params: Any, inputs_BxS: jax.Array, rng: jax.Array,
            config: SamplingConfig) -> SampleOutput:
-  """Draws `config.num_samples` continuations per source. Pure; jit it with a static config."""
+  """Draws `config.num_samples` continuations per source. Pure; jit it with a static config.
+
+  `rng`: one key, or one key per source [B, 2] (see `row_keys`).
+  """
   b, n, t_max = inputs_BxS.shape[0], config.num_samples, config.max_decode_len
   logits, cache = decode_fns.prefill(params, inputs_BxS, n, t_max)
   rows = b * n
+  keys_Rx2 = row_keys(rng, b, n)
   init = dict(t=jnp.array(0, jnp.int32), logits=logits, cache=cache,
               tokens=jnp.zeros((rows, t_max), jnp.int32),
               policy_lp=jnp.zeros((rows, t_max), jnp.float32),
@@ -153,7 +186,8 @@ def sample(decode_fns: DecodeFns, params: Any, inputs_BxS: jax.Array, rng: jax.A
     return running
 
   def body(s):
-    token, policy_lp, sample_lp = _pick(s["logits"], jax.random.fold_in(rng, s["t"]), config)
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys_Rx2, s["t"])
+    token, policy_lp, sample_lp = _pick(s["logits"], step_keys, config)
     token = jnp.where(s["done"], PAD_ID, token)
     write = lambda buf, v: jax.lax.dynamic_update_slice_in_dim(buf, v[:, None], s["t"], axis=1)
     done = s["done"] | (token == EOS_ID) if config.stop_at_eos else s["done"]
@@ -183,7 +217,7 @@ def make_sampler(model: Transformer, config: SamplingConfig, mesh: Mesh, param_s
   out = SampleOutput(tokens=batch3, lengths=batch2, token_logprobs=batch3, sample_logprobs=batch3)
   fn = functools.partial(sample, model_decode_fns(model), config=config)
   return jax.jit(lambda p, x, r: fn(p, x, r),
-                 in_shardings=(param_shardings, batch2, sharding_lib.replicated(mesh)),
+                 in_shardings=(param_shardings, batch2, None),
                  out_shardings=out)
 
 

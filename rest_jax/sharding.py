@@ -144,3 +144,10 @@ def local_to_host(array: jax.Array) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(array)
   return to_host(array)[process_rows(array.shape[0])]
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches this point (no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

@@ -135,3 +135,15 @@ def test_beam_search_finds_the_best_sequence_of_a_tiny_space(setup):
   g_lp = (np.asarray(greedy.token_logprobs)[:, 0]).sum(-1)
   finished = (g_tokens == EOS_ID).any(-1)
   assert np.all(scores[finished, 0] >= g_lp[finished] - 1e-4)
+
+
+def test_per_source_keys_make_samples_independent_of_batch_layout(setup):
+  """With one key per source, a source's samples do not depend on its batch neighbours."""
+  model, mesh, params, pshard, src = setup
+  cfg = SamplingConfig(max_decode_len=9, num_samples=3, temperature=1.0)
+  sampler = sampling.make_sampler(model, cfg, mesh, pshard)
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(7), jnp.arange(4))
+  full = sampler(params, src, keys)
+  order = np.array([2, 0, 3, 1])
+  permuted = sampler(params, src[order], keys[order])
+  np.testing.assert_array_equal(np.asarray(permuted.tokens), np.asarray(full.tokens)[order])

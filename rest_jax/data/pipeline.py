@@ -27,6 +27,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from rest_jax import batching
 from rest_jax.data import tasks
 from rest_jax.data import vocab as vocab_lib
 
@@ -141,15 +142,4 @@ def _reraise_source_errors(batches, task_name: str, split: str):
 
 def pad_batch(sequences: Sequence[np.ndarray], length: int, pad_id: int = 0) -> np.ndarray:
   """Right-pads token id sequences into an int32 [B, length] array; never truncates."""
-  if length < 1:
-    raise ValueError(f"length={length}: must be a positive integer")
-  batch_BxL = np.full((len(sequences), length), pad_id, dtype=np.int32)
-  for row, ids in enumerate(sequences):
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-      raise ValueError(f"sequence {row} has shape {ids.shape}; expected a 1-D array of ids")
-    if len(ids) > length:
-      raise ValueError(f"sequence {row} has {len(ids)} tokens, more than length={length}; "
-                       "drop it (load_examples' max_*_len) or raise the length")
-    batch_BxL[row, :len(ids)] = ids
-  return batch_BxL
+  return batching.pad_rows(sequences, length, np.int32, pad_id)
