@@ -91,24 +91,59 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return max(1, num_examples // batch_size)
 
 
-def train_batch(data: SequenceData, batch_size: int, seed: int, step: int, source_len: int,
-                target_len: int) -> dict[str, np.ndarray]:
-  """The batch of training step `step` (deterministic in (seed, step); drops the remainder)."""
-  if len(data) == 0:
-    raise ValueError("Cannot make training batches from an empty dataset.")
-  per_epoch = steps_per_epoch(len(data), batch_size)
-  epoch, k = divmod(step, per_epoch)
-  order = np.random.default_rng([seed, epoch]).permutation(len(data))
-  if len(data) < batch_size:  # Tiny datasets: sample with wrap-around.
-    order = np.resize(order, batch_size)
-  return collate(data, order[k * batch_size:(k + 1) * batch_size], source_len, target_len)
+class BatchSchedule:
+  """The training batch of every step, a pure function of (seed, step).
+
+  Without buckets every batch is padded to (source_len, target_len). With `length_buckets`
+  (e.g. (16, 32)), an example goes to the smallest bucket b >= max(source, target length) (the
+  full lengths are the last bucket) and each batch comes from one bucket, padded to b: far less
+  padding for short sentences, one compiled shape per bucket. Within an epoch, buckets are
+  shuffled and cut into batches (remainders dropped) and the batch order is shuffled.
+  """
+
+  def __init__(self, data: SequenceData, batch_size: int, seed: int, source_len: int,
+               target_len: int, length_buckets: Sequence[int] = ()):
+    if len(data) == 0:
+      raise ValueError("Cannot make training batches from an empty dataset.")
+    self.data, self.batch_size, self.seed = data, batch_size, seed
+    self.source_len, self.target_len = source_len, target_len
+    limits = sorted({b for b in length_buckets if b < max(source_len, target_len)})
+    self.shapes = [(min(b, source_len), min(b, target_len)) for b in limits]
+    self.shapes.append((source_len, target_len))
+    longest = np.array([max(len(x), len(y)) for x, y in zip(data.inputs, data.targets)])
+    bucket_of = np.searchsorted(np.array(limits + [np.inf]), longest)
+    self.members = [np.flatnonzero(bucket_of == i) for i in range(len(self.shapes))]
+    self.steps_per_epoch = max(1, sum(len(m) // batch_size for m in self.members))
+    self._epoch, self._plan = None, None
+
+  def _epoch_plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng([self.seed, epoch])
+    plan = []
+    for bucket, members in enumerate(self.members):
+      order = members[rng.permutation(len(members))]
+      for k in range(len(order) // self.batch_size):
+        plan.append((bucket, order[k * self.batch_size:(k + 1) * self.batch_size]))
+    if not plan:  # Fewer examples than one batch: sample with wrap-around.
+      everything = np.concatenate(self.members)
+      plan = [(len(self.shapes) - 1, np.resize(everything[rng.permutation(len(everything))],
+                                                self.batch_size))]
+    return [plan[i] for i in rng.permutation(len(plan))]
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    epoch, k = divmod(step, self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._plan = epoch, self._epoch_plan(epoch)
+    bucket, indices = self._plan[k % len(self._plan)]
+    source_len, target_len = self.shapes[bucket]
+    return collate(self.data, indices, source_len, target_len)
 
 
 def train_batches(data: SequenceData, batch_size: int, seed: int, start_step: int,
                   num_steps: int, source_len: int, target_len: int
                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  schedule = BatchSchedule(data, batch_size, seed, source_len, target_len)
   for step in range(start_step, num_steps):
-    yield step, train_batch(data, batch_size, seed, step, source_len, target_len)
+    yield step, schedule.batch(step)
 
 
 def eval_batches(data: SequenceData, batch_size: int, source_len: int, target_len: int

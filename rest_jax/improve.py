@@ -38,6 +38,9 @@ class TrainPhaseConfig:
   log_every: int = 50
   dropout: bool = True
   seed: int = 0
+  # Pad each batch only to the smallest of these lengths that fits it (one compiled shape per
+  # bucket); () pads every batch to the run's full lengths. See batching.BatchSchedule.
+  length_buckets: tuple[int, ...] = ()
 
   def __post_init__(self):
     for field in ("batch_size", "max_steps", "eval_every", "log_every"):
@@ -45,6 +48,9 @@ class TrainPhaseConfig:
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f"TrainPhaseConfig.{field}={value!r} is invalid: expected a positive "
                          "integer.")
+    if any(not isinstance(b, int) or b <= 0 for b in self.length_buckets):
+      raise ValueError(f"TrainPhaseConfig.length_buckets={self.length_buckets!r} is invalid: "
+                       "expected positive integers.")
     if not isinstance(self.patience, int) or self.patience < 0:
       raise ValueError(f"TrainPhaseConfig.patience={self.patience!r} is invalid: expected an "
                        "integer >= 0 (0 disables early stopping).")
@@ -92,10 +98,11 @@ def train_phase(name: str, state, step_fn, data: batching.SequenceData,
                 start_params_score: float | None = None):
   """Runs (or resumes) one training phase; returns (final state, best params, progress).
 
-  `lengths` = (source_len, target_len) of every batch: fixed for a run so each loss compiles
-  once.
+  `lengths` = the (source_len, target_len) batches are padded to, fixed for a run (below them,
+  `config.length_buckets`), so each loss compiles once per shape.
   """
-  source_len, target_len = lengths
+  schedule = batching.BatchSchedule(data, config.batch_size, config.seed, *lengths,
+                                    length_buckets=config.length_buckets)
   if progress.step == 0 and start_params_score is not None and progress.best_step < 0:
     progress.best_score, progress.best_step = start_params_score, 0
     hooks.save_best(state.params, progress)
@@ -104,8 +111,7 @@ def train_phase(name: str, state, step_fn, data: batching.SequenceData,
   rows = sharding_lib.process_rows(config.batch_size)
   while not progress.finished and progress.step < config.max_steps:
     step = progress.step
-    batch = batching.train_batch(data, config.batch_size, config.seed, step, source_len,
-                                 target_len)
+    batch = schedule.batch(step)
     batch = sharding_lib.shard_batch({k: v[rows] for k, v in batch.items()}, mesh)
     state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
     progress.step = step + 1

@@ -6,13 +6,16 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from rest_jax import grown_data
 
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("mean_reward", "bleu", "chrf", "length_ratio", "distinct_1", "distinct_2",
-           "num_grown", "num_kept")
+           "num_grown", "num_kept", "best_step", "early_stopping_reward")
 
 
 def _free_port() -> int:
@@ -61,3 +64,9 @@ def test_two_processes_match_one_process(tmp_path):
   assert _rows(multi) == _rows(single)
   assert set(_rows(single)) == {("G0I0", "validation"), ("G0I0", "test"),
                                 ("G1I0", "validation"), ("G1I0", "test")}
+  # The grown data is the same record for record, whatever the process layout.
+  one, two = (grown_data.GrowStore(str(w / "grown"), 1).read_all() for w in (single, multi))
+  np.testing.assert_array_equal(one.source_id, two.source_id)
+  np.testing.assert_array_equal(one.reward, two.reward)
+  assert all(np.array_equal(a, b) for a, b in zip(one.sample_tokens, two.sample_tokens))
+  assert one.sample_text == two.sample_text
