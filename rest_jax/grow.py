@@ -86,7 +86,7 @@ def _shard_records(examples: Sequence[Any], tokens: np.ndarray, logprobs: np.nda
   for b, ex in enumerate(examples):
     targets = np.asarray(ex.targets, np.int32)
     add(ex, -1, ref_rewards[b], True, targets, np.zeros(len(targets), np.float32), ex.reference)
-    for j in range(n):
+    for j in range(n if b < len(tokens) else 0):  # Sources past max_sources: original only.
       sample = strip_after_eos(tokens[b, j])
       if (tokens[b, j] == EOS_ID).any():  # Samples cut at max_decode_len keep no EOS.
         sample = np.concatenate([sample, [EOS_ID]])
@@ -111,15 +111,17 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
          settings: dict[str, Any] | None = None) -> GrowSummary:
   """Writes every missing shard of Grow step `grow_step` for this process's `examples`.
 
-  With several processes, `examples` is this process's share of `num_global_sources` sources;
-  every process makes the same sequence of (collective) sampler calls, padding with dummy rows.
+  Every training source gets its original (human reference) record, so the grown set contains
+  the whole original data D; the first `config.max_sources` sources also get N samples. With
+  several processes, `examples` is this process's share (global position = local * P + p) of
+  `num_global_sources` sources; every process makes the same sequence of (collective) sampler
+  calls, padding with dummy rows.
   """
   processes, me = jax.process_count(), jax.process_index()
   total = len(examples) if num_global_sources is None else num_global_sources
-  if config.max_sources is not None:
-    total = min(total, config.max_sources)
+  to_sample = total if config.max_sources is None else min(total, config.max_sources)
   slots = math.ceil(total / processes)  # Source slots per process (the same on every process).
-  examples = examples[:slots]
+  sample_slots = math.ceil(to_sample / processes)
   per_shard = max(1, config.sources_per_shard // processes)
   local_shards = max(1, math.ceil(slots / per_shard))
   num_shards = local_shards * processes
@@ -139,14 +141,17 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
     shard_index = k * processes + me
     if all(store.has_shard(k * processes + p, num_shards) for p in range(processes)):
       continue
-    chunk = examples[k * per_shard:(k + 1) * per_shard]
-    chunk_slots = min(per_shard, slots - k * per_shard)
-    tokens, logprobs = _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch,
-                                     source_len, mesh)
-    n = tokens.shape[1]
-    hyps = detokenize(vocab, tokens.reshape(len(chunk) * n, tokens.shape[-1]))
-    sources = [ex.source for ex in chunk for _ in range(n)]
-    refs = [ex.reference for ex in chunk for _ in range(n)]
+    start = k * per_shard
+    chunk = list(examples[start:start + per_shard])
+    sampled = [ex for j, ex in enumerate(chunk) if (start + j) * processes + me < to_sample]
+    call_slots = max(0, min(per_shard, sample_slots - start))
+    tokens, logprobs = _sample_chunk(sampled, call_slots, sampler, params, base_key, local_batch,
+                                     source_len, mesh, config.num_samples,
+                                     config.max_decode_len)
+    n = config.num_samples
+    hyps = detokenize(vocab, tokens.reshape(len(sampled) * n, tokens.shape[-1]))
+    sources = [ex.source for ex in sampled for _ in range(n)]
+    refs = [ex.reference for ex in sampled for _ in range(n)]
     sample_rewards = score_batch(reward, sources, hyps, refs).reshape(-1, n)
     ref_rewards = score_batch(reward, [ex.source for ex in chunk], [ex.reference for ex in chunk],
                               [ex.reference for ex in chunk])
@@ -159,13 +164,15 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
   return GrowSummary(grow_step, num_shards, written)
 
 
-def _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch, source_len, mesh):
+def _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch, source_len, mesh,
+                  num_samples, max_decode_len):
   """Samples every source of a chunk; returns (tokens [C,N,T], policy log-probs [C,N,T]).
 
   Makes ceil(chunk_slots / local_batch) sampler calls whatever len(chunk) is, so processes with
   fewer sources still join every collective call.
   """
-  tokens, logprobs = [], []
+  tokens = [np.zeros((0, num_samples, max_decode_len), np.int32)]
+  logprobs = [np.zeros((0, num_samples, max_decode_len), np.float32)]
   dummy = np.array([EOS_ID], np.int32)
   fold = jax.jit(jax.vmap(jax.random.fold_in, (None, 0)))
   for start in range(0, chunk_slots, local_batch):

@@ -73,7 +73,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
     logging.getLogger().removeFilter(quiet)
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool = False) -> None:
   """Library chatter (orbax, TensorFlow) at WARNING; rest_jax's own progress at INFO."""
   import logging
   from absl import logging as absl_logging
@@ -92,7 +92,7 @@ def main(argv: Sequence[str]) -> None:
   from absl import flags as absl_flags
   from rest_jax import fileio, rest_loop
   flags = absl_flags.FLAGS
-  _configure_logging(flags.verbose_libraries)
+  configure_logging(flags.verbose_libraries)
   if len(argv) > 1:
     raise ValueError(f"Unexpected positional arguments: {argv[1:]}")
   if not flags.workdir:

@@ -143,8 +143,13 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         num_grow_steps: int = 1, grow: grow_lib.GrowConfig = grow_lib.GrowConfig(),
         improve_config: ImproveConfig = ImproveConfig(),
         evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
-        seed: int = 0, stop_after_phase: str | None = None) -> list[dict]:
+        reward_options: Any = None, bc_loss_overrides: Any = None, seed: int = 0,
+        stop_after_phase: str | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
+
+  `reward` is a reward spec ("chrf", "bleu", "exact_match", "learned:path=/dir"); options in
+  `reward_options` (a dict, convenient from gin) are added to the spec's own.
+  `bc_loss_overrides` sets hyper-parameters of the BC phase's loss (e.g. label_smoothing).
 
   `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
   inspect grown data before Improve, and by the resume tests.
@@ -155,12 +160,17 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
     raise ValueError(f"run.num_grow_steps={num_grow_steps!r} is invalid: expected an integer "
                      ">= 0.")
   model_config(model_preset, 8, **dict(model_overrides or {}))  # Validates before loading data.
+  bc_loss_config = loss_registry.make_config("bc", **dict(bc_loss_overrides or {}))
   phases = plan_phases(num_grow_steps, improve_config)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
                      f"phases: {[p.name for p in phases]}.")
+  from rest_jax.rewards import registry as reward_registry
+  reward_name, options = reward_registry.parse_spec(reward)
+  options.update(dict(reward_options or {}))
+  reward_fn = reward_registry.make_reward(reward_name, **options)
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
-               grow, improve_config, evaluation, reward, seed)
+               grow, improve_config, evaluation, reward_fn, seed, bc_loss_config)
   try:
     return loop.run(stop_after_phase)
   finally:
@@ -171,15 +181,15 @@ class _Loop:
   """Holds the run's shared objects and executes its phases."""
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
-               improve_cfg, eval_cfg, reward_spec, seed):
+               improve_cfg, eval_cfg, reward, seed, bc_loss_config):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
-    from rest_jax.rewards import registry as reward_registry
 
     self.workdir, self.phases = fileio.abspath(workdir), phases
     self.data_cfg, self.bc_cfg, self.grow_cfg = data_cfg, bc_cfg, grow_cfg
     self.improve_cfg, self.eval_cfg, self.seed = improve_cfg, eval_cfg, seed
-    self.reward = reward_registry.reward_from_spec(reward_spec)
+    self.bc_loss_config = bc_loss_config
+    self.reward = reward
     fileio.makedirs(self.workdir)
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
@@ -369,9 +379,8 @@ class _Loop:
     make_state = lambda: self.factory.create(jax.random.PRNGKey(self.seed), tx)
     data = batching.SequenceData([ex.inputs for ex in self.train_examples],
                         [ex.targets for ex in self.train_examples])
-    params, progress = self._train(index, phase, make_state, tx, spec,
-                                   loss_registry.make_config("bc"), data, self.bc_cfg, mid_meta,
-                                   None, self._validation_reward)
+    params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
+                                   self.bc_cfg, mid_meta, None, self._validation_reward)
     self.bc_ckpt.save(0, params, {"best_score": progress.best_score})
     self._bc_params = params
     self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,

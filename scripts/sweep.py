@@ -185,17 +185,6 @@ def _emit(sweep, root, search_paths, python, write, tpu_vm=None, tpu_zone=None,
           if tpu_vm else sweeps.launch_command(p, root, python))
 
 
-def _configure_logging() -> None:
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-  package_logger = logging.getLogger("rest_jax")
-  package_logger.setLevel(logging.INFO)
-  package_logger.addHandler(handler)
-  package_logger.propagate = False
-
-
 def _enable_compilation_cache(directory: str) -> None:
   """Points run in one process compile the same programs; the persistent cache reuses them."""
   if not directory or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -254,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
       _print_plan(sweep, args.root, search_paths, share, args.prefixes_dir)
       return 0
-    _configure_logging()
+    from rest_jax import main as rest_main
+    rest_main.configure_logging()
     cache = args.compilation_cache
     _enable_compilation_cache(os.path.join(args.root, "_compilation_cache") if cache is None
                               else cache)
