@@ -26,6 +26,9 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax import filters as filters_lib
 
+# Bumped whenever what a Grow step writes changes meaning, so old grown data is never mixed in.
+FORMAT_VERSION = 2
+
 _RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
 _TEXT = ("source_text", "sample_text")
 _SCALAR = ("source_id", "sample_index", "reward", "is_original", "grow_step", "policy_step",
@@ -125,7 +128,7 @@ class GrowStore:
     """Writes the settings once; a later run with different settings is refused."""
     fileio.makedirs(self.directory)
     path = self.manifest_path()
-    settings = json.loads(json.dumps(settings))
+    settings = json.loads(json.dumps(dict(settings, format_version=FORMAT_VERSION)))
     if fileio.exists(path):
       existing = json.loads(fileio.read_bytes(path))
       if existing != settings:

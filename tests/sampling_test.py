@@ -147,3 +147,15 @@ def test_per_source_keys_make_samples_independent_of_batch_layout(setup):
   order = np.array([2, 0, 3, 1])
   permuted = sampler(params, src[order], keys[order])
   np.testing.assert_array_equal(np.asarray(permuted.tokens), np.asarray(full.tokens)[order])
+
+
+@pytest.mark.parametrize("vocab", [7, 10])  # 7 needs padding to whole blocks, 10 does not.
+def test_two_stage_categorical_draws_from_the_softmax(vocab):
+  logits = jnp.asarray(np.random.RandomState(vocab).randn(1, vocab) * 1.5, jnp.float32)
+  keys = jax.random.split(jax.random.PRNGKey(0), 100_000)
+  draw = jax.jit(jax.vmap(lambda k: sampling.sample_categorical(k, logits)[0][0]))
+  counts = np.bincount(np.asarray(draw(keys)), minlength=vocab) / len(keys)
+  expected = np.asarray(jax.nn.softmax(logits[0]))
+  np.testing.assert_allclose(counts, expected, atol=0.006)
+  _, log_normaliser = sampling.sample_categorical(keys[0], logits)
+  np.testing.assert_allclose(log_normaliser, jax.nn.logsumexp(logits, -1), rtol=1e-6)

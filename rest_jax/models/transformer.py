@@ -388,6 +388,11 @@ class Transformer(nn.Module):
 
 
 def token_log_probs(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-  """log softmax(logits)[target] per position, in float32."""
-  log_probs = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(log_probs, targets_BxT[..., None], axis=-1)[..., 0]
+  """log softmax(logits)[target] per position, in float32.
+
+  Computed as logits[target] - logsumexp(logits), which never materialises the [B,T,V]
+  log-softmax in the forward or the backward pass (the largest tensors of a train step).
+  """
+  logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+  target_logits_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+  return target_logits_BxT - jax.nn.logsumexp(logits_BxTxV, axis=-1)
