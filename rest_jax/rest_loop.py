@@ -44,6 +44,7 @@ PHASE_STRIDE = 10**6
 ON_EMPTY = ("stop", "skip")
 RESTART_FROM = ("previous", "bc")
 ORIGINAL_DATA = ("keep", "filter", "drop")
+SELECTION_METRICS = ("mean_reward", "bleu", "chrf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +144,18 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         num_grow_steps: int = 1, grow: grow_lib.GrowConfig = grow_lib.GrowConfig(),
         improve_config: ImproveConfig = ImproveConfig(),
         evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
-        reward_options: Any = None, bc_loss_overrides: Any = None, seed: int = 0,
+        reward_options: Any = None, bc_loss_overrides: Any = None,
+        bc_selection_metric: str = "mean_reward", seed: int = 0,
         stop_after_phase: str | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
 
   `reward` is a reward spec ("chrf", "bleu", "exact_match", "learned:path=/dir"); options in
   `reward_options` (a dict, convenient from gin) are added to the spec's own.
   `bc_loss_overrides` sets hyper-parameters of the BC phase's loss (e.g. label_smoothing).
+  `bc_selection_metric` is what BC's early stopping maximises on the validation subset: the
+  reward ("mean_reward"), or corpus "bleu" or "chrf" against the references. A learned reward
+  can prefer an under-trained, repetitive policy early in BC (reward hacking before any RL);
+  selecting BC on a reference metric avoids that. Improve rounds always select on the reward.
 
   `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
   inspect grown data before Improve, and by the resume tests.
@@ -161,6 +167,9 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
                      ">= 0.")
   model_config(model_preset, 8, **dict(model_overrides or {}))  # Validates before loading data.
   bc_loss_config = loss_registry.make_config("bc", **dict(bc_loss_overrides or {}))
+  if bc_selection_metric not in SELECTION_METRICS:
+    raise ValueError(f"run.bc_selection_metric={bc_selection_metric!r} is invalid; allowed: "
+                     f"{list(SELECTION_METRICS)}.")
   phases = plan_phases(num_grow_steps, improve_config)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
@@ -170,7 +179,8 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   options.update(dict(reward_options or {}))
   reward_fn = reward_registry.make_reward(reward_name, **options)
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
-               grow, improve_config, evaluation, reward_fn, seed, bc_loss_config)
+               grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
+               bc_selection_metric)
   try:
     return loop.run(stop_after_phase)
   finally:
@@ -181,7 +191,7 @@ class _Loop:
   """Holds the run's shared objects and executes its phases."""
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
-               improve_cfg, eval_cfg, reward, seed, bc_loss_config):
+               improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
 
@@ -189,6 +199,7 @@ class _Loop:
     self.data_cfg, self.bc_cfg, self.grow_cfg = data_cfg, bc_cfg, grow_cfg
     self.improve_cfg, self.eval_cfg, self.seed = improve_cfg, eval_cfg, seed
     self.bc_loss_config = bc_loss_config
+    self.bc_selection_metric = bc_selection_metric
     self.reward = reward
     fileio.makedirs(self.workdir)
 
@@ -342,7 +353,8 @@ class _Loop:
     def save_best(params, prog):
       self._best_in_memory = jax.tree_util.tree_map(jnp.copy, params)
       self.best_ckpt.save(index * PHASE_STRIDE + prog.best_step, params,
-                          {"phase_index": index, "score": prog.best_score})
+                          {"phase_index": index, "score": prog.best_score,
+                           "fingerprint": self.fingerprint})
 
     def load_best():
       if self._best_in_memory is not None:
@@ -368,9 +380,9 @@ class _Loop:
     self._best_in_memory = None
     return best, progress
 
-  def _validation_reward(self, params) -> float:
+  def _validation_reward(self, params, metric: str = "mean_reward") -> float:
     summary, _, _ = self.evaluator.evaluate(params, self.es_subset, desc="early-stopping eval")
-    return summary["mean_reward"]
+    return summary[metric]
 
   def _run_bc(self, index, mid_meta):
     phase = self.phases[index]
@@ -380,8 +392,10 @@ class _Loop:
     data = batching.SequenceData([ex.inputs for ex in self.train_examples],
                         [ex.targets for ex in self.train_examples])
     params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
-                                   self.bc_cfg, mid_meta, None, self._validation_reward)
-    self.bc_ckpt.save(0, params, {"best_score": progress.best_score})
+                                   self.bc_cfg, mid_meta, None,
+                                   lambda p: self._validation_reward(p, self.bc_selection_metric))
+    self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
+                                  "fingerprint": self.fingerprint})
     self._bc_params = params
     self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
                                            "num_kept": len(data)})

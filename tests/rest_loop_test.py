@@ -1,5 +1,6 @@
 """End-to-end ReST runs on the tiny gin experiment: every loss, resume, and input errors."""
 
+import dataclasses
 import math
 import os
 import shutil
@@ -124,8 +125,32 @@ def test_empty_filtered_round_gives_a_clear_message_and_stops(grown_workdir, tmp
     ("ImproveConfig.filter_schedule = ('thresh:tau=0.5',)", "threshold"),
     ("ImproveConfig.original_data = 'maybe'", "keep"),
     ("rest_loop.run.model_preset = 'huge'", "allowed"),
+    ("rest_loop.run.bc_selection_metric = 'loss'", r"allowed: \['mean_reward', 'bleu', 'chrf'\]"),
 ])
 def test_bad_experiment_config_fails_before_any_work(tmp_path, binding, message):
   with pytest.raises(Exception, match=message):
     run_experiment(tmp_path / "bad", binding)
   assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
+def test_bc_and_best_checkpoints_are_loadable_policies(grown_workdir):
+  """checkpoints_bc/ (and checkpoints_best/) carry the model in their meta, so the BC policy can
+  be sampled on its own, e.g. to make reward-model training data."""
+  from rest_jax.rewards import reward_model_training  # pylint: disable=g-import-not-at-top
+  policy = reward_model_training.load_policy_for_sampling(
+      str(grown_workdir / "checkpoints_bc"))
+  assert policy.step == 0 and policy.vocabulary_name == "task:ding_de_en"
+  assert policy.meta["fingerprint"]["model"] == dataclasses.asdict(policy.model.config)
+
+
+def test_bc_selects_its_checkpoint_on_the_configured_metric(tmp_path):
+  """With bc_selection_metric='chrf' and the early-stopping subset equal to the validation set,
+  the BC row's selection score is its validation corpus chrF, not its reward."""
+  rows = run_experiment(tmp_path / "chrf", "rest_loop.run.bc_selection_metric = 'chrf'",
+                        "DataConfig.early_stopping_examples = 32",
+                        "rest_loop.run.reward = 'bleu'",
+                        "rest_loop.run.stop_after_phase = 'bc'")
+  (row,) = [r for r in rows if r["split"] == "validation"]
+  assert row["run"] == "G0I0"
+  assert row["early_stopping_reward"] == pytest.approx(row["chrf"], abs=1e-6)
+  assert row["early_stopping_reward"] != pytest.approx(row["mean_reward"], abs=1e-3)
