@@ -33,7 +33,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["rest_jax", "rest_jax.*"]),
-    package_data={"rest_jax": ["data/ding/*", "data/ding/**/*"]},
+    package_data={"rest_jax": ["data/ding/*", "data/ding/**/*", "rewards/pretrained/**/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

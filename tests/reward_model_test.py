@@ -221,3 +221,26 @@ def test_load_policy_for_sampling_restores_only_the_params(tmp_path):
     training.load_policy_for_sampling(bare)
   with pytest.raises(checkpointing.CheckpointError, match=r"meta has no 'vocabulary'"):
     training.load_policy_for_sampling(bare, model_config=model.config)
+
+
+def test_pretrained_ding_reward_model_loads_by_name_and_scores_real_pairs():
+  """The reward model shipped for the quickstart loads by name, equals loading its directory,
+  and on real validation pairs ranks the reference above a near-empty output. (It over-rates
+  repetition and truncation: docs/rewards.md has the probe table.)"""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from rest_jax.data import ding_tfds  # pylint: disable=g-import-not-at-top
+  assert registry.pretrained_reward_models() == ["ding_de_en"]
+  reward = registry.reward_from_spec("learned:pretrained=ding_de_en,batch_size=128")
+  assert reward.needs_reference is False
+  path = os.path.join(os.path.dirname(ding_tfds.__file__), "ding", "validation.tsv.gz")
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    pairs = [line.rstrip("\n").split("\t")[:2] for line in f][:256]
+  sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+  ref = base.score_batch(reward, sources, references)
+  by_path = registry.make_reward(
+      "learned", path=registry.pretrained_reward_model_path("ding_de_en"), batch_size=128)
+  np.testing.assert_allclose(base.score_batch(by_path, sources, references), ref, atol=1e-6)
+  empty = base.score_batch(reward, sources, ["." for _ in references])
+  assert empty.mean() < ref.mean() - 0.1
+  assert (empty < ref).mean() > 0.95

@@ -163,7 +163,11 @@ def test_registry_names_and_specs():
     registry.make_reward("comet")
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['order'\] for reward 'chrf'"):
     registry.reward_from_spec("chrf:order=3")
-  with pytest.raises(ValueError, match="needs option"):
+  with pytest.raises(ValueError, match="needs exactly one of the options 'path'"):
     registry.make_reward("learned")
+  with pytest.raises(ValueError, match="needs exactly one of the options 'path'"):
+    registry.reward_from_spec("learned:path=/x,pretrained=ding_de_en")
+  with pytest.raises(ValueError, match=r"unknown pretrained='nope'.*\['ding_de_en'\]"):
+    registry.reward_from_spec("learned:pretrained=nope")
   with pytest.raises(ValueError, match="not key=value"):
     registry.reward_from_spec("chrf:word_order")

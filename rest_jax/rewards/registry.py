@@ -4,6 +4,7 @@
     make_reward("bleu", tokenize="zh")                sentence BLEU / 100
     make_reward("exact_match", case_fold=True)        {0, 1} verifier
     make_reward("learned", path="/work/rm")           trained reward model checkpoint
+    make_reward("learned", pretrained="ding_de_en")   a reward model shipped with the package
 
 `reward_from_spec` parses the same thing from one string, for gin bindings and flags:
 
@@ -17,12 +18,39 @@ Unknown names and unknown options fail at once with the list of valid ones.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable
 
 from rest_jax.rewards import base, metric_rewards, verifiers
 
 
-def _learned(path: str, step: int | None = None, batch_size: int = 64) -> base.Reward:
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def pretrained_reward_models() -> list[str]:
+  """Names of the reward model checkpoints shipped with the package (`learned:pretrained=NAME`)."""
+  if not os.path.isdir(PRETRAINED_DIR):
+    return []
+  return sorted(d for d in os.listdir(PRETRAINED_DIR)
+                if os.path.isdir(os.path.join(PRETRAINED_DIR, d)))
+
+
+def pretrained_reward_model_path(name: str) -> str:
+  names = pretrained_reward_models()
+  if name not in names:
+    raise ValueError(f"reward 'learned': unknown pretrained={name!r}; pretrained reward models "
+                     f"shipped with rest_jax: {names}")
+  return os.path.join(PRETRAINED_DIR, name)
+
+
+def _learned(path: str | None = None, pretrained: str | None = None, step: int | None = None,
+             batch_size: int = 64) -> base.Reward:
+  if (path is None) == (pretrained is None):
+    raise ValueError("reward 'learned' needs exactly one of the options 'path' (a reward model "
+                     "checkpoint directory) and 'pretrained' (one of "
+                     f"{pretrained_reward_models()}), e.g. 'learned:path=/work/rm'")
+  if pretrained is not None:
+    path = pretrained_reward_model_path(str(pretrained))
   # Imported here so that metric rewards never pay for importing JAX.
   from rest_jax.rewards import reward_model  # pylint: disable=g-import-not-at-top
   return reward_model.LearnedReward.from_checkpoint(path, step, batch_size=batch_size)
