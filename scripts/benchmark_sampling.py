@@ -92,7 +92,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rest_jax import sampling
+from rest_jax import hardware, sampling
 from rest_jax import sharding as sharding_lib
 from rest_jax.configs import MeshConfig, SamplingConfig
 from rest_jax.models.presets import model_config
@@ -254,7 +254,7 @@ def main(args):
   results = {name: summarize(s, tokens) for name, s in seconds.items()}
   report = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "machine": {"cpu": _cpu_model(), "cores_used": args.threads,
+      "machine": {"cpu": hardware.cpu_model(), "cores_used": args.threads,
                   "platform": platform.platform(), "jax_devices": str(jax.devices())},
       "versions": {"jax": jax.__version__, "python": platform.python_version(),
                    **(info.get("hf") or {})},
@@ -279,17 +279,6 @@ def main(args):
     with open(args.json_out, "w", encoding="utf-8") as f:
       json.dump(report, f, indent=2)
   return report
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def print_report(report):

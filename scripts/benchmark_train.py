@@ -83,7 +83,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rest_jax import optim, train
+from rest_jax import hardware, optim, train
 from rest_jax import sharding as sharding_lib
 from rest_jax.configs import MeshConfig, ModelConfig, OptimizerConfig
 from rest_jax.losses import registry
@@ -127,17 +127,6 @@ def timed(fn) -> float:
   start = time.perf_counter()
   fn()
   return time.perf_counter() - start
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def _xla_flops(compiled) -> float | None:
@@ -191,7 +180,7 @@ def main(args):
   target_tokens = args.batch * args.target_len
   report = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "machine": {"cpu": _cpu_model(), "cores_used": args.threads,
+      "machine": {"cpu": hardware.cpu_model(), "cores_used": args.threads,
                   "platform": platform.platform(), "jax_devices": str(jax.devices())},
       "versions": {"jax": jax.__version__, "python": platform.python_version()},
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
