@@ -380,7 +380,7 @@ class _Loop:
     self._best_in_memory = None
     return best, progress
 
-  def _validation_reward(self, params, metric: str = "mean_reward") -> float:
+  def _validation_score(self, params, metric: str = "mean_reward") -> float:
     summary, _, _ = self.evaluator.evaluate(params, self.es_subset, desc="early-stopping eval")
     return summary[metric]
 
@@ -393,7 +393,7 @@ class _Loop:
                         [ex.targets for ex in self.train_examples])
     params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
                                    self.bc_cfg, mid_meta, None,
-                                   lambda p: self._validation_reward(p, self.bc_selection_metric))
+                                   lambda p: self._validation_score(p, self.bc_selection_metric))
     self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
                                   "fingerprint": self.fingerprint})
     self._bc_params = params
@@ -448,9 +448,9 @@ class _Loop:
     make_state = lambda: self.factory.start_phase(
         params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg),
         frozen, lr_scale=cfg_i.lr_decay_per_round ** i)
-    start_score = None if mid_meta is not None else self._validation_reward(params)
+    start_score = None if mid_meta is not None else self._validation_score(params)
     best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg, data,
-                                 cfg_i.train, mid_meta, start_score, self._validation_reward)
+                                 cfg_i.train, mid_meta, start_score, self._validation_score)
     self._report(phase, best, progress, {
         "loss": loss_name, "num_grown": int((~records.is_original).sum()),
         "num_kept": int(fres.num_kept), "threshold": fres.threshold_description})

@@ -141,6 +141,8 @@ def test_bc_and_best_checkpoints_are_loadable_policies(grown_workdir):
       str(grown_workdir / "checkpoints_bc"))
   assert policy.step == 0 and policy.vocabulary_name == "task:ding_de_en"
   assert policy.meta["fingerprint"]["model"] == dataclasses.asdict(policy.model.config)
+  best = reward_model_training.load_policy_for_sampling(str(grown_workdir / "checkpoints_best"))
+  assert best.model.config == policy.model.config
 
 
 def test_bc_selects_its_checkpoint_on_the_configured_metric(tmp_path):
