@@ -147,10 +147,19 @@ def _evaluate_and_checkpoint(state, config, hooks, progress):
 
 
 # ------------------------------------------------------------------------------ round data
+def filter_round(records: grown_data.GrownRecords, filter_spec, original_data: str
+                 ) -> filters.FilterResult:
+  """Which grown records one Improve round trains on (`.mask`), and the counts it logs.
+
+  The one place an Improve round applies its filter; `rest_jax.inspect_grown` calls it too.
+  """
+  return filters.apply_filter(records.columns(), filter_spec, original_data)
+
+
 def round_data(records: grown_data.GrownRecords, filter_spec, original_data: str
                ) -> tuple[batching.SequenceData | None, filters.FilterResult]:
   """Filters grown records for one Improve round; None data when nothing is kept."""
-  result = filters.apply_filter(records.columns(), filter_spec, original_data)
+  result = filter_round(records, filter_spec, original_data)
   if result.num_kept == 0:
     return None, result
   return records_to_data(records.select(result.mask)), result

@@ -12,12 +12,18 @@ flushed per row, so a run killed at any point loses at most the row being writte
 point recorded again replaces the earlier row (rows are keyed by (run, split)). ``results.csv``
 and ``results.md`` are views rewritten from it.
 
+A rising reward can mean the policy learned to please the reward model rather than to translate
+(reward hacking), so ``results.md`` also carries a reward-hacking check — `hacking_warnings` flags
+rows whose reward rose while BLEU or chrF fell or the outputs got shorter or more repetitive
+(thresholds: the HACK_* constants) — and a few test translations of BC next to the final policy.
+
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global backend switch).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -33,14 +39,41 @@ from matplotlib.figure import Figure
 from rest_jax import fileio
 
 ROW_FIELDS = ("run", "grow_step", "improve_step", "split", "mean_reward", "bleu", "chrf",
-              "length_ratio", "distinct_1", "distinct_2", "num_grown", "num_kept", "threshold",
-              "loss", "best_of_n")
+              "length_ratio", "distinct_1", "distinct_2", "repetition_rate", "num_grown",
+              "num_kept", "threshold", "loss", "best_of_n")
 JSONL_NAME, CSV_NAME, MARKDOWN_NAME = "results.jsonl", "results.csv", "results.md"
+SAMPLES_DIR = "samples"
+BC_RUN = "G0I0"
+
+# Reward-hacking check (see `hacking_warnings`). A row is compared with BC and with the previous
+# row of its split; it is flagged when its reward rose by more than HACK_REWARD_RISE points while
+HACK_REWARD_RISE = 0.0
+# BLEU or chrF fell by more than this many points (0-100 scale),
+HACK_METRIC_DROP = 0.5
+# or the length ratio left this band although BC's was inside it,
+HACK_LENGTH_BAND = (0.9, 1.1)
+# or the length ratio fell by more than this,
+HACK_LENGTH_DROP = 0.05
+# or the repetition rate (fraction of repeated tokens) rose by more than this.
+HACK_REPETITION_RISE = 0.05
+# Test translations shown in results.md per test split (evenly spaced over samples/*.jsonl).
+NUM_SAMPLE_TRANSLATIONS = 5
 
 
 def run_name(grow_step: int, improve_step: int) -> str:
   """The run label used in rows and plots: ``G1I2`` is Grow step 1, Improve step 2."""
   return f"G{grow_step}I{improve_step}"
+
+
+def samples_path(workdir: str | os.PathLike, run: str, split: str) -> str:
+  """Where the loop writes a policy's translations of a split (one JSON object per line)."""
+  return os.path.join(os.fspath(workdir), SAMPLES_DIR, f"{run}_{split}.jsonl")
+
+
+def splits_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+  """The splits of `rows`: validation first, then the others in the order first recorded."""
+  splits = list(dict.fromkeys(r.get("split") for r in rows if r.get("split")))
+  return sorted(splits, key=lambda split: split != "validation")
 
 
 def _to_builtin(value: Any) -> Any:
@@ -154,29 +187,201 @@ def _grown_kept(row: Mapping[str, Any]) -> str:
 
 def markdown_table(rows: Iterable[Mapping[str, Any]], split: str = "validation") -> str:
   """The paper's Table 1 for one split: one line per (Grow, Improve) step, BC first."""
-  lines = ["| run | reward | BLEU | chrF | length ratio | distinct-2 | grown / kept | threshold "
-           "| loss |",
-           "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+  lines = ["| run | reward | BLEU | chrF | length ratio | distinct-2 | repetition | grown / kept "
+           "| threshold | loss |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
   for row in _sorted_rows(rows, split):
     cells = [_label(row), _number(row, "mean_reward", 2), _number(row, "bleu", 2),
              _number(row, "chrf", 2), _number(row, "length_ratio", 3),
-             _number(row, "distinct_2", 3), _grown_kept(row), row.get("threshold") or "-",
-             row.get("loss") or "-"]
+             _number(row, "distinct_2", 3), _number(row, "repetition_rate", 3),
+             _grown_kept(row), row.get("threshold") or "-", row.get("loss") or "-"]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
+def _split_title(split: str) -> str:
+  return {"validation": "Validation", "test": "Test"}.get(split, f"Test split `{split}`")
+
+
 def write_markdown(workdir: str | os.PathLike,
                    rows: Sequence[Mapping[str, Any]] | None = None) -> str:
-  """Writes results.md (validation table, then the test table if there are test rows)."""
+  """Writes results.md: one table per split (validation first), the reward-hacking check and
+  sample test translations (read from the workdir's samples/ files, when there are any)."""
   rows = ResultsLog(workdir).rows if rows is None else rows
-  parts = ["# ReST results\n", "Rewards are average rewards on the 0-100 scale.\n",
-           "## Validation\n", markdown_table(rows, "validation")]
-  if any(r.get("split") == "test" for r in rows):
-    parts += ["## Test\n", markdown_table(rows, "test")]
+  parts = ["# ReST results\n", "Rewards are average rewards on the 0-100 scale; repetition is "
+           "the fraction of repeated tokens (text_metrics.repetition_rate).\n"]
+  for split in splits_of(rows):
+    parts += [f"## {_split_title(split)}\n", markdown_table(rows, split)]
+  if rows:
+    parts += [hacking_section(rows)]
+  samples = samples_section(workdir, rows)
+  if samples:
+    parts += [samples]
   path = os.path.join(os.fspath(workdir), MARKDOWN_NAME)
   fileio.write_atomic(path, "\n".join(parts).encode("utf-8"))
   return path
+
+
+# ----------------------------------------------------------------------------- reward hacking
+
+
+@dataclasses.dataclass(frozen=True)
+class HackingWarning:
+  """One flagged row: its run and split, and what moved (one reason per row compared with)."""
+  run: str
+  split: str
+  label: str
+  reasons: tuple[str, ...]
+
+  @property
+  def message(self) -> str:
+    return f"{self.split} {self.label}: " + "; ".join(self.reasons)
+
+
+def _is_bc(row: Mapping[str, Any]) -> bool:
+  return row.get("run") == BC_RUN
+
+
+def _value(row: Mapping[str, Any], key: str) -> float | None:
+  value = row.get(key)
+  if not isinstance(value, (int, float)) or not math.isfinite(value):
+    return None
+  return float(value)
+
+
+def _length_moves(row, base, check_band: bool) -> list[str]:
+  new, old = _value(row, "length_ratio"), _value(base, "length_ratio")
+  if new is None or old is None:
+    return []
+  low, high = HACK_LENGTH_BAND
+  if check_band and low <= old <= high and not low <= new <= high:
+    return [f"length ratio {old:.3f} -> {new:.3f} (outside [{low:g}, {high:g}])"]
+  if old - new > HACK_LENGTH_DROP:
+    return [f"length ratio {old:.3f} -> {new:.3f} ({new - old:+.3f})"]
+  return []
+
+
+def _quality_moves(row, base, check_band: bool) -> list[str]:
+  """What got worse from `base` to `row`: reference metrics, length, repetition."""
+  moves = []
+  for key, name in (("bleu", "BLEU"), ("chrf", "chrF")):
+    new, old = _value(row, key), _value(base, key)
+    if new is not None and old is not None and old - new > HACK_METRIC_DROP:
+      moves.append(f"{name} {old:.2f} -> {new:.2f} ({new - old:+.2f})")
+  moves += _length_moves(row, base, check_band)
+  new, old = _value(row, "repetition_rate"), _value(base, "repetition_rate")
+  if new is not None and old is not None and new - old > HACK_REPETITION_RISE:
+    moves.append(f"repetition {old:.3f} -> {new:.3f} ({new - old:+.3f})")
+  return moves
+
+
+def _compare(row, base, check_band: bool) -> str | None:
+  """A reason when the reward rose from `base` to `row` while quality fell, else None."""
+  new, old = _value(row, "mean_reward"), _value(base, "mean_reward")
+  if new is None or old is None or not new - old > HACK_REWARD_RISE:
+    return None
+  moves = _quality_moves(row, base, check_band)
+  if not moves:
+    return None
+  return (f"vs {_label(base)}: reward {old:.2f} -> {new:.2f} ({new - old:+.2f}) while "
+          + ", ".join(moves))
+
+
+def hacking_warnings(rows: Iterable[Mapping[str, Any]]) -> list[HackingWarning]:
+  """Rows whose reward rose while the translations got worse by reference-free or reference
+  measures: the signature of reward hacking. Pure: rows in, warnings out (split, then step order).
+
+  Every row after BC is compared with the BC row (G0I0) of its split and with the previous row
+  of its split. Against a row whose reward it beats by more than HACK_REWARD_RISE, it is flagged
+  when BLEU or chrF fell by more than HACK_METRIC_DROP points, the length ratio fell by more than
+  HACK_LENGTH_DROP or (against BC only) left HACK_LENGTH_BAND while BC's was inside it, or the
+  repetition rate rose by more than HACK_REPETITION_RISE. Missing values skip their check.
+  """
+  rows = list(rows)
+  warnings = []
+  for split in splits_of(rows):
+    ordered = _sorted_rows(rows, split)
+    bc = next((r for r in ordered if _is_bc(r)), None)
+    for i, row in enumerate(ordered):
+      if _is_bc(row):
+        continue
+      reasons = [_compare(row, bc, True) if bc is not None else None]
+      previous = ordered[i - 1] if i > 0 else None
+      if previous is not None and previous is not bc:
+        reasons.append(_compare(row, previous, False))
+      reasons = tuple(r for r in reasons if r)
+      if reasons:
+        warnings.append(HackingWarning(row["run"], split, _label(row), reasons))
+  return warnings
+
+
+def hacking_section(rows: Iterable[Mapping[str, Any]]) -> str:
+  """The "Reward-hacking check" part of results.md."""
+  low, high = HACK_LENGTH_BAND
+  lines = ["## Reward-hacking check\n",
+           f"Each row is compared with BC and with the previous row of its split. It is flagged "
+           f"when its reward rose while BLEU or chrF fell by more than {HACK_METRIC_DROP:g} "
+           f"points, the length ratio fell by more than {HACK_LENGTH_DROP:g} or left "
+           f"[{low:g}, {high:g}] (BC inside), or the repetition rate rose by more than "
+           f"{HACK_REPETITION_RISE:g}.\n"]
+  warnings = hacking_warnings(rows)
+  if not warnings:
+    lines.append("No signs of reward hacking: no row matches these conditions.\n")
+  for w in warnings:
+    lines.append(f"- **{w.split} {w.label}**: " + "; ".join(w.reasons))
+  return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- sample translations
+
+
+def _read_samples(workdir: str | os.PathLike, run: str, split: str) -> list[dict] | None:
+  path = samples_path(workdir, run, split)
+  if not fileio.exists(path):
+    return None
+  text = fileio.read_bytes(path).decode("utf-8")
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def sample_indices(num_lines: int, count: int = NUM_SAMPLE_TRANSLATIONS) -> list[int]:
+  """`count` evenly spaced line indices of a samples file (the same for every run)."""
+  if num_lines <= 0:
+    return []
+  return sorted(set(np.linspace(0, num_lines - 1, min(count, num_lines)).round().astype(int)))
+
+
+def _split_samples(workdir, rows, split: str) -> list[str]:
+  ordered = _sorted_rows(rows, split)
+  bc = _read_samples(workdir, BC_RUN, split)
+  final = ordered[-1] if ordered and not _is_bc(ordered[-1]) else None
+  final_samples = _read_samples(workdir, final["run"], split) if final else None
+  if not bc:
+    return []
+  by_id = {s["source_id"]: s for s in final_samples or []}
+  lines = [f"\n### {_split_title(split)}\n"]
+  for number, index in enumerate(sample_indices(len(bc)), start=1):
+    sample = bc[index]
+    lines += [f"{number}. source ({sample['source_id']}): {sample['source']}",
+              f"   - reference: {sample['reference']}",
+              f"   - BC (G=0 I=0): {sample['hypothesis']}"]
+    if sample["source_id"] in by_id:
+      lines.append(f"   - {_label(final)}: {by_id[sample['source_id']]['hypothesis']}")
+  return lines
+
+
+def samples_section(workdir: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> str:
+  """Sample translations of every test split: source, reference, BC and the final policy."""
+  parts = []
+  for split in splits_of(rows):
+    if split != "validation":
+      parts += _split_samples(workdir, rows, split)
+  if not parts:
+    return ""
+  return "\n".join(["## Sample translations\n",
+                    f"{NUM_SAMPLE_TRANSLATIONS} fixed test examples per test split (evenly "
+                    f"spaced over those in `{SAMPLES_DIR}/`), BC next to the last row's "
+                    "policy."]
+                   + parts) + "\n"
 
 
 # ----------------------------------------------------------------------------- plots
@@ -214,6 +419,40 @@ def plot_reward_per_step(rows: Iterable[Mapping[str, Any]], path: str | os.PathL
         ax.axvline(i - 0.5, color="gray", linestyle=":")
   axes[0].set_title(f"ReST, {split} split")
   axes[1].set_xticks(x, labels)
+  return _save(fig, path)
+
+
+def plot_reward_vs_chrf(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike,
+                        split: str = "validation") -> str:
+  """Mean reward against corpus chrF, one point per row, arrows in run order.
+
+  Reward and chrF moving together (arrows up and right) is real improvement; arrows going up
+  and left are the reward rising while the translations get worse: reward hacking.
+  """
+  chosen = [r for r in _sorted_rows(rows, split)
+            if _value(r, "mean_reward") is not None and _value(r, "chrf") is not None]
+  if not chosen:
+    raise ValueError(f"plot_reward_vs_chrf: no rows with split={split!r} and both mean_reward "
+                     "and chrf")
+  x = [r["chrf"] for r in chosen]
+  y = [r["mean_reward"] for r in chosen]
+  fig = Figure(figsize=(6.0, 4.5), layout="constrained")
+  ax = fig.subplots()
+  ax.scatter(x, y, color="tab:blue", zorder=3)
+  for i in range(1, len(chosen)):
+    ax.annotate("", xy=(x[i], y[i]), xytext=(x[i - 1], y[i - 1]),
+                arrowprops=dict(arrowstyle="->", color="tab:gray", shrinkA=4, shrinkB=4))
+  labels: dict[tuple[float, float], list[str]] = {}  # Runs at the same point share a label.
+  for row, xi, yi in zip(chosen, x, y):
+    labels.setdefault((xi, yi), []).append(row["run"])
+  for (xi, yi), runs in labels.items():
+    ax.annotate(", ".join(runs), (xi, yi), textcoords="offset points", xytext=(5, 5),
+                fontsize=8)
+  ax.margins(0.15)
+  ax.set_xlabel("chrF (vs references)")
+  ax.set_ylabel("average reward (0-100)")
+  ax.set_title(f"Reward vs chrF, {split} split (arrows: run order)")
+  ax.grid(alpha=0.3)
   return _save(fig, path)
 
 

@@ -56,12 +56,36 @@ class DataConfig:
   max_validation_examples: int | None = None
   max_test_examples: int | None = None
   early_stopping_examples: int = 256  # Validation subset scored during training phases.
+  # Splits evaluated after BC and every Improve round besides validation (max_test_examples
+  # applies to each); each gets its rows (split=<name>) and its table in results.md.
+  test_splits: tuple[str, ...] = ("test",)
 
   def __post_init__(self):
     for field in ("max_source_len", "max_target_len", "early_stopping_examples"):
       value = getattr(self, field)
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f"DataConfig.{field}={value!r} is invalid: expected a positive integer.")
+    object.__setattr__(self, "test_splits", _check_test_splits(self.test_splits))
+
+
+def _check_test_splits(splits: Any) -> tuple[str, ...]:
+  """A non-empty tuple of distinct split names (a list is accepted and turned into a tuple)."""
+  problem = None
+  if isinstance(splits, str):
+    problem = f"it is a single string; a one-split tuple needs its comma: ({splits!r},)"
+  elif not isinstance(splits, (tuple, list)) or not splits:
+    problem = "it is not a non-empty tuple"
+  elif not all(isinstance(x, str) and x for x in splits):
+    problem = "not every entry is a non-empty string"
+  elif len(set(splits)) != len(splits):
+    problem = "a split is listed twice"
+  elif "validation" in splits:
+    problem = "'validation' is always evaluated; list only the test splits"
+  if problem:
+    raise ValueError(f"DataConfig.test_splits={splits!r} is invalid: {problem}. Expected a "
+                     "non-empty tuple of split names, e.g. ('test',) or "
+                     "('test_dict', 'test_software').")
+  return tuple(splits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +120,10 @@ class ImproveConfig:
   @property
   def num_rounds(self) -> int:
     return len(self.filter_schedule)
+
+  def filter_of(self, round_index: int) -> filters.Filter:
+    """Round `round_index`'s filter (0-based), as the Improve round applies it."""
+    return filters.make_schedule(list(self.filter_schedule)).for_round(round_index)
 
   def loss_of(self, round_index: int) -> str:
     return self.losses[0] if len(self.losses) == 1 else self.losses[round_index]
@@ -204,6 +232,11 @@ class _Loop:
     fileio.makedirs(self.workdir)
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
+    splits = pipeline.get_task(data_cfg.task).splits
+    missing = [s for s in data_cfg.test_splits if s not in splits]
+    if missing:  # Checked before the (possibly long) training-data load.
+      raise ValueError(f"DataConfig.test_splits={data_cfg.test_splits!r}: task "
+                       f"{data_cfg.task!r} has no split {missing}; its splits: {sorted(splits)}.")
     lengths = dict(max_source_len=data_cfg.max_source_len,
                    max_target_len=data_cfg.max_target_len)
     load = lambda split, limit, **kw: pipeline.load_examples(
@@ -212,7 +245,8 @@ class _Loop:
     # Grow sources: this process's share (every process_count-th source).
     self.grow_examples = self.train_examples[jax.process_index()::jax.process_count()]
     self.validation = load("validation", data_cfg.max_validation_examples)
-    self.test = load("test", data_cfg.max_test_examples)
+    self.tests = {split: load(split, data_cfg.max_test_examples)
+                  for split in data_cfg.test_splits}
     self.es_subset = self.validation[: data_cfg.early_stopping_examples]
 
     # The loop's policy always carries the (small) value head, so runs that differ only in their
@@ -425,8 +459,7 @@ class _Loop:
     g, i = phase.grow_step, phase.round
     cfg_i = self.improve_cfg
     records = self._grown(g)
-    data, fres = improve.round_data(records, filters.make_schedule(
-        list(cfg_i.filter_schedule)).for_round(i), cfg_i.original_data)
+    data, fres = improve.round_data(records, cfg_i.filter_of(i), cfg_i.original_data)
     if data is None:
       message = filters.describe_empty(fres, i)
       logger.warning("%s", message)
@@ -487,7 +520,7 @@ class _Loop:
     else:
       run_name = phase.run_name
     rows = []
-    for split, examples in (("validation", self.validation), ("test", self.test)):
+    for split, examples in [("validation", self.validation), *self.tests.items()]:
       summary, hyps, _ = self.evaluator.evaluate(params, examples, desc=f"{run_name} {split}")
       row = dict(summary, run=run_name, grow_step=phase.grow_step,
                  improve_step=max(phase.round, 0), split=split, **fields)
@@ -507,11 +540,15 @@ class _Loop:
           self.tb.scalars({k: v for k, v in row.items() if isinstance(v, (int, float))},
                           self.phases.index(phase), prefix=f"eval/{row['split']}/")
       self._write_reports()
+      for warning in report.hacking_warnings(self.results.rows):
+        if warning.run == run_name:
+          logger.warning("Reward-hacking check: %s", warning.message)
 
   def _write_reports(self):
     rows = self.results.rows
     report.write_markdown(self.workdir, rows)
     report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
+    report.plot_reward_vs_chrf(rows, os.path.join(self.workdir, "reward_vs_chrf.png"))
     curves = {r["run"]: sorted((int(n), v) for n, v in r["best_of_n"].items())
               for r in rows if r.get("split") == "validation" and r.get("best_of_n")}
     if curves:
@@ -536,15 +573,16 @@ class _Loop:
       return []
     rows = self.results.rows
     self._write_reports()
-    print(report.markdown_table(rows, "validation"))
-    print(report.markdown_table(rows, "test"))
+    for split in report.splits_of(rows):
+      print(f"{split}:\n{report.markdown_table(rows, split)}")
+    print(report.hacking_section(rows))
     return rows
 
 
 def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[Any],
                    hyps: Sequence[str], limit: int = 200) -> None:
   """Writes the first translations of a split next to the results, for inspection."""
-  path = os.path.join(workdir, "samples", f"{run_name}_{split}.jsonl")
+  path = report.samples_path(workdir, run_name, split)
   fileio.makedirs(os.path.dirname(path))
   lines = [json.dumps({"source_id": ex.source_id, "source": ex.source, "reference": ex.reference,
                        "hypothesis": hyp}, ensure_ascii=False)

@@ -18,7 +18,8 @@ def _row(grow, improve, reward, split="validation", **extra):
   row = {"run": report.run_name(grow, improve), "grow_step": grow, "improve_step": improve,
          "split": split, "mean_reward": reward, "bleu": reward / 2, "chrf": reward / 1.5,
          "length_ratio": 0.9876, "distinct_1": 0.4, "distinct_2": 0.61234,
-         "num_grown": 12000, "num_kept": 3400, "threshold": "", "loss": "bc"}
+         "repetition_rate": 0.0123, "num_grown": 12000, "num_kept": 3400, "threshold": "",
+         "loss": "bc"}
   row.update(extra)
   return row
 
@@ -34,9 +35,11 @@ ROWS = [
 def test_markdown_table_orders_steps_and_formats_numbers():
   table = report.markdown_table(ROWS, "validation")
   lines = table.strip().splitlines()
-  assert lines[0].startswith("| run | reward | BLEU | chrF | length ratio | distinct-2 |")
+  assert lines[0].startswith("| run | reward | BLEU | chrF | length ratio | distinct-2 | "
+                             "repetition |")
   assert len(lines) == 2 + 3  # Header, separator, three validation rows; the test row is left out.
-  assert lines[2] == ("| BC (G=0 I=0) | 70.90 | 35.45 | 47.27 | 0.988 | 0.612 | - | - | bc |")
+  assert lines[2] == ("| BC (G=0 I=0) | 70.90 | 35.45 | 47.27 | 0.988 | 0.612 | 0.012 | - | - "
+                      "| bc |")
   assert lines[3].startswith("| G=1 I=0 | 71.94 | 35.97 |")
   assert lines[3].endswith("| 12,000 / 3,400 | - | bc |")
   assert lines[4].startswith("| G=1 I=1 | 77.81 | 38.91 | 51.87 |")
@@ -104,8 +107,108 @@ def test_write_markdown(tmp_path):
   assert path == os.path.join(tmp_path, "results.md")
   assert text.index("## Validation") < text.index("| BC (G=0 I=0) | 70.90") < text.index("## Test")
   assert "| BC (G=0 I=0) | 69.50" in text.split("## Test")[1]
+  assert "## Reward-hacking check" in text and "No signs of reward hacking" in text
+  assert "## Sample translations" not in text  # No samples/ files in this workdir.
   report.write_markdown(tmp_path, rows=ROWS[:3])
   assert "## Test" not in open(path).read()
+  # Old rows without a repetition rate still render.
+  old = [{k: v for k, v in r.items() if k != "repetition_rate"} for r in ROWS]
+  assert "| BC (G=0 I=0) | 70.90 | 35.45 | 47.27 | 0.988 | 0.612 | - |" in report.markdown_table(
+      old)
+
+
+def test_several_test_splits_get_a_table_each(tmp_path):
+  rows = [_row(0, 0, 60.0, split="test_software"), _row(0, 0, 70.0), _row(1, 0, 72.0),
+          _row(0, 0, 65.0, split="test_dict"), _row(1, 0, 66.0, split="test_dict"),
+          _row(1, 0, 61.0, split="test_software")]
+  assert report.splits_of(rows) == ["validation", "test_software", "test_dict"]
+  text = open(report.write_markdown(tmp_path, rows)).read()
+  titles = [line for line in text.splitlines() if line.startswith("## ")]
+  assert titles[:3] == ["## Validation", "## Test split `test_software`",
+                        "## Test split `test_dict`"]
+  dict_table = text.split("## Test split `test_dict`")[1].split("##")[0]
+  assert "| BC (G=0 I=0) | 65.00" in dict_table and "| G=1 I=0 | 66.00" in dict_table
+
+
+def _hacked(grow, improve, reward, chrf, split="validation", **extra):
+  return _row(grow, improve, reward, split=split, chrf=chrf, bleu=chrf / 2, **extra)
+
+
+def test_hacking_warning_fires_when_reward_rises_and_chrf_falls():
+  rows = [_hacked(0, 0, 20.0, 14.0), _hacked(1, 0, 23.0, 14.5), _hacked(1, 1, 30.0, 12.9),
+          _hacked(0, 0, 20.0, 14.0, split="test"), _hacked(1, 0, 23.0, 14.6, split="test")]
+  warnings = report.hacking_warnings(rows)
+  assert [(w.run, w.split) for w in warnings] == [("G1I1", "validation")]
+  (warning,) = warnings
+  assert len(warning.reasons) == 2  # Against BC and against the previous row G1I0.
+  assert warning.reasons[0].startswith("vs BC (G=0 I=0): reward 20.00 -> 30.00 (+10.00) while")
+  assert "chrF 14.00 -> 12.90 (-1.10)" in warning.reasons[0]
+  assert "BLEU 7.00 -> 6.45" in warning.reasons[0]
+  assert warning.reasons[1].startswith("vs G=1 I=0: reward 23.00 -> 30.00")
+  assert "chrF 14.50 -> 12.90" in warning.reasons[1]
+  assert warning.message.startswith("validation G=1 I=1: vs BC")
+  section = report.hacking_section(rows)
+  assert "- **validation G=1 I=1**: vs BC (G=0 I=0)" in section and "No signs" not in section
+
+
+def test_hacking_warning_silent_when_reward_and_chrf_rise_or_reward_falls():
+  both_rise = [_hacked(0, 0, 20.0, 14.0), _hacked(1, 0, 23.0, 14.5), _hacked(1, 1, 30.0, 15.2)]
+  assert report.hacking_warnings(both_rise) == []
+  assert "No signs of reward hacking" in report.hacking_section(both_rise)
+  # chrF falls, but so does the reward: a worse policy, not a hacked reward.
+  assert report.hacking_warnings([_hacked(0, 0, 20.0, 14.0), _hacked(1, 0, 18.0, 12.0)]) == []
+  # A fall within the tolerance is noise.
+  small = report.HACK_METRIC_DROP * 0.8
+  assert report.hacking_warnings([_hacked(0, 0, 20.0, 14.0),
+                                  _hacked(1, 0, 25.0, 14.0 - small)]) == []
+
+
+def test_hacking_warning_length_and_repetition():
+  flagged = lambda *rows: [w.reasons for w in report.hacking_warnings(rows)]
+  bc = _hacked(0, 0, 20.0, 14.0, length_ratio=0.97)
+  # Left the [0.9, 1.1] band that BC was inside.
+  (reasons,) = flagged(bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.93),
+                       _hacked(1, 1, 24.0, 14.0, length_ratio=0.89))
+  assert reasons == ("vs BC (G=0 I=0): reward 20.00 -> 24.00 (+4.00) while length ratio "
+                     "0.970 -> 0.890 (outside [0.9, 1.1])",)
+  assert flagged(bc, _hacked(1, 0, 22.0, 14.0, length_ratio=1.12))
+  # BC outside the band: only a drop larger than HACK_LENGTH_DROP counts.
+  short_bc = _hacked(0, 0, 20.0, 14.0, length_ratio=0.88)
+  assert flagged(short_bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.85)) == []
+  (reasons,) = flagged(short_bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.82))
+  assert "length ratio 0.880 -> 0.820 (-0.060)" in reasons[0]
+  # Repetition rising by more than HACK_REPETITION_RISE.
+  (reasons,) = flagged(bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.97, repetition_rate=0.08))
+  assert "repetition 0.012 -> 0.080 (+0.068)" in reasons[0]
+  assert flagged(bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.97, repetition_rate=0.05)) == []
+  # Rows from before the repetition metric existed skip that check.
+  old_bc = {k: v for k, v in bc.items() if k != "repetition_rate"}
+  assert flagged(old_bc, _hacked(1, 0, 22.0, 14.0, length_ratio=0.97, repetition_rate=0.5)) == []
+
+
+def _write_samples(workdir, run, split, hyps):
+  os.makedirs(workdir / "samples", exist_ok=True)
+  with open(report.samples_path(workdir, run, split), "w") as f:
+    for i, hyp in enumerate(hyps):
+      f.write(json.dumps({"source_id": 100 + i, "source": f"quelle {i}",
+                          "reference": f"reference {i}", "hypothesis": hyp}) + "\n")
+
+
+def test_sample_translations_show_bc_next_to_the_final_policy(tmp_path):
+  rows = [_row(0, 0, 70.0), _row(0, 0, 60.0, split="test_dict"),
+          _row(1, 0, 61.0, split="test_dict"), _row(1, 1, 62.0, split="test_dict")]
+  _write_samples(tmp_path, "G0I0", "test_dict", [f"bc hyp {i}" for i in range(21)])
+  _write_samples(tmp_path, "G1I1", "test_dict", [f"final hyp {i}" for i in range(21)])
+  _write_samples(tmp_path, "G0I0", "validation", ["never shown"])
+  assert report.sample_indices(21) == [0, 5, 10, 15, 20]
+  assert report.sample_indices(3) == [0, 1, 2] and report.sample_indices(0) == []
+  text = open(report.write_markdown(tmp_path, rows)).read()
+  section = text.split("## Sample translations")[1]
+  assert "### Test split `test_dict`" in section and "never shown" not in section
+  assert "2. source (105): quelle 5" in section
+  assert "   - reference: reference 5\n   - BC (G=0 I=0): bc hyp 5\n   - G=1 I=1: final hyp 5" \
+      in section
+  assert section.count("   - reference:") == report.NUM_SAMPLE_TRANSLATIONS
 
 
 def _assert_png(path):
@@ -123,6 +226,9 @@ def test_plots_are_written(tmp_path):
   _assert_png(report.plot_best_of_n({"BC": [(1, 70.9), (10, 75.0), (200, 78.0)],
                                      "ReST G=2 I=3": [(1, 83.1), (4, 84.0)]},
                                     tmp_path / "bon.png"))
+  _assert_png(report.plot_reward_vs_chrf(ROWS, tmp_path / "reward_vs_chrf.png"))
+  with pytest.raises(ValueError, match="no rows with split='test2' and both"):
+    report.plot_reward_vs_chrf(ROWS, tmp_path / "x.png", split="test2")
   with pytest.raises(ValueError, match="no rows with split='test2'"):
     report.plot_reward_per_step(ROWS, tmp_path / "x.png", split="test2")
   with pytest.raises(ValueError, match=r"Grow steps \[3\]"):

@@ -9,11 +9,12 @@ import gin
 import numpy as np
 import pytest
 
-from rest_jax import grown_data, improve, main
+from rest_jax import grown_data, improve, inspect_grown, main
 from rest_jax.losses import registry as loss_registry
 
 LOSSES = ["bc", "reward_weighted_nll", "gold_s", "gold_p", "bvmpo", "oac"]
-METRICS = ("mean_reward", "bleu", "chrf", "length_ratio", "distinct_1", "distinct_2")
+METRICS = ("mean_reward", "bleu", "chrf", "length_ratio", "distinct_1", "distinct_2",
+           "repetition_rate")
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +53,40 @@ def test_tiny_g1_i2_run_for_each_loss(grown_workdir, tmp_path, loss):
   assert by_run[("G1I1", "validation")]["loss"] == loss
   assert by_run[("G1I0", "validation")]["num_grown"] == 64
   assert os.path.exists(workdir / "results.md") and os.path.exists(workdir / "reward_per_step.png")
+  assert os.path.exists(workdir / "reward_vs_chrf.png")
   # The value phase ran exactly for the losses that need a critic.
   assert os.path.isdir(workdir / "tensorboard")
   events = "".join(open(os.path.join(dp, f), "rb").read().decode("latin-1")
                    for dp, _, fs in os.walk(workdir / "tensorboard") for f in fs)
   assert ("train/value1/" in events) == loss_registry.get_loss(loss).needs_value_head
+
+
+def test_several_test_splits_and_diagnostics(grown_workdir, tmp_path, capsys):
+  """Every listed test split gets rows and a table; results.md carries the reward-hacking check
+  and sample translations; inspect_grown reads the real Grow step."""
+  workdir = shutil.copytree(grown_workdir, tmp_path / "splits")
+  rows = run_experiment(workdir, "DataConfig.test_splits = ('test', 'train')",
+                        "ImproveConfig.filter_schedule = ('threshold:tau=0.1',)")
+  assert {(r["run"], r["split"]) for r in rows} == {
+      ("G0I0", "validation"), ("G0I0", "test"),  # BC ran before test_splits changed.
+      ("G1I0", "validation"), ("G1I0", "test"), ("G1I0", "train")}
+  out = capsys.readouterr().out
+  assert "train:\n| run | reward |" in out and "## Reward-hacking check" in out
+  text = open(workdir / "results.md").read()
+  assert text.index("## Validation") < text.index("## Test\n") < text.index(
+      "## Test split `train`") < text.index("## Reward-hacking check") < text.index(
+          "## Sample translations")
+  assert "   - G=1 I=0: " in text.split("## Sample translations")[1]
+  assert os.path.exists(workdir / "samples" / "G1I0_train.jsonl")
+
+  assert inspect_grown.main([f"--workdir={workdir}", "--grow_step=1", "--limit=3",
+                             "--filter=threshold:tau=0.1"]) == 0
+  out = capsys.readouterr().out
+  records = grown_data.GrowStore(str(workdir / "grown"), 1).read_all()
+  result = improve.filter_round(records, "threshold:tau=0.1", "keep")
+  assert f"keeps {result.num_kept} of {len(records)} rows" in out
+  blocks = out.strip().split("\n\n")[1:]
+  assert len(blocks) == 3 and all(b.count("  sample ") == 2 for b in blocks)
 
 
 def _records_key(records):
@@ -126,6 +156,11 @@ def test_empty_filtered_round_gives_a_clear_message_and_stops(grown_workdir, tmp
     ("ImproveConfig.original_data = 'maybe'", "keep"),
     ("rest_loop.run.model_preset = 'huge'", "allowed"),
     ("rest_loop.run.bc_selection_metric = 'loss'", r"allowed: \['mean_reward', 'bleu', 'chrf'\]"),
+    ("DataConfig.test_splits = ()", r"test_splits=\(\) is invalid: it is not a non-empty tuple"),
+    ("DataConfig.test_splits = 'test'", "a one-split tuple needs its comma"),
+    ("DataConfig.test_splits = ('test', 'validation')", "always evaluated"),
+    ("DataConfig.test_splits = ('test_dict',)",
+     r"task 'ding_de_en' has no split \['test_dict'\]; its splits: \['test', 'train'"),
 ])
 def test_bad_experiment_config_fails_before_any_work(tmp_path, binding, message):
   with pytest.raises(Exception, match=message):

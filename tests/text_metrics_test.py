@@ -41,6 +41,28 @@ def test_distinct_n_hand_computed():
   assert text_metrics.distinct_n(["same same same"], 1) == pytest.approx(1 / 3)
 
 
+def test_repetition_rate_hand_computed():
+  rate = text_metrics.repetition_rate
+  # The second occurrence of a bigram marks both its tokens; the first occurrence is original.
+  assert rate(["a b c a b"]) == pytest.approx(2 / 5)
+  # Overlapping repeats: bigrams (a a) start at 0, 1, 2; the later two cover tokens 1..3.
+  assert rate(["a a a a"]) == pytest.approx(3 / 4)
+  # One repeated word is ordinary language, not a loop.
+  assert rate(["the cat and the dog"]) == 0.0
+  # Bigrams never cross hypotheses: "x y" twice, once in each, is not a repeat.
+  assert rate(["x y", "x y"]) == 0.0
+  # Runaway characters: 4+ identical letters in a token, case-insensitive; 3 letters, digits
+  # and punctuation runs are fine.
+  assert rate(["trrrrrrr"]) == 1.0
+  assert rate(["go Trrrr now"]) == pytest.approx(1 / 3)
+  assert rate(["Schifffahrt 10000 .... zzz"]) == 0.0
+  assert rate(["Tee Teee"]) == 0.0 and rate(["Teeee"]) == 1.0
+  # Corpus-level: repeated tokens summed over hypotheses / all tokens.
+  assert rate(["a b a b", "c d e f g h"]) == pytest.approx(2 / 10)
+  assert rate(["a b a b c"], n=3) == 0.0 and rate(["a a"], n=1) == pytest.approx(1 / 2)
+  assert rate(["", " "]) == 0.0 and rate([]) == 0.0
+
+
 def test_summarize_translations():
   rewards = np.array([0.5, 0.75, 1.0], np.float32)
   summary = text_metrics.summarize_translations(["s1", "s2", "s3"], HYPS, REFS, rewards)
@@ -50,9 +72,10 @@ def test_summarize_translations():
   assert summary["length_ratio"] == pytest.approx(16 / 15)
   assert summary["distinct_1"] == pytest.approx(text_metrics.distinct_n(HYPS, 1))
   assert summary["distinct_2"] == pytest.approx(text_metrics.distinct_n(HYPS, 2))
+  assert summary["repetition_rate"] == pytest.approx(2 / 16)  # The second "hello world".
   assert summary["num_examples"] == 3
   assert set(summary) == {"mean_reward", "bleu", "chrf", "length_ratio", "distinct_1",
-                          "distinct_2", "num_examples"}
+                          "distinct_2", "repetition_rate", "num_examples"}
 
 
 def test_bad_inputs():
@@ -64,5 +87,9 @@ def test_bad_inputs():
     text_metrics.corpus_bleu("a b", "a b")
   with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
     text_metrics.distinct_n(["a"], 0)
+  with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+    text_metrics.repetition_rate(["a"], n=0)
+  with pytest.raises(ValueError, match="not a single string"):
+    text_metrics.repetition_rate("a a a")
   with pytest.raises(ValueError, match=r"'rewards': 2"):
     text_metrics.summarize_translations(["s"] * 3, HYPS, REFS, [0.1, 0.2])
