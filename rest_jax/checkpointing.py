@@ -75,6 +75,32 @@ class Checkpointer:
     self._manager.close()
 
 
+def restore_params(directory: str, step: int, abstract_params: Any) -> Any:
+  """Restores only the policy parameters of checkpoint `directory/step`, cast to and placed as
+  `abstract_params` (ShapeDtypeStructs with shardings).
+
+  Reads both layouts the package writes: a whole `PolicyState` (only `.params` is read, so the
+  optimizer that trained it need not be known) and a bare params tree (exported policies).
+  """
+  manager = ocp.CheckpointManager(
+      fileio.abspath(directory), item_names=("state", "meta"),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                     "meta": ocp.JsonCheckpointHandler()})
+  try:
+    saved = manager.item_metadata(step)["state"]
+    saved_keys = set(getattr(saved, "tree", saved) or {})
+    whole_state = {"params", "opt_state"} <= saved_keys
+    item = {"params": abstract_params} if whole_state else abstract_params
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))["state"]
+  except (ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{directory}/{step}: {e}") from e
+  finally:
+    manager.close()
+  return restored["params"] if whole_state else restored
+
+
 def config_to_json(config: Any) -> dict[str, Any]:
   return dataclasses.asdict(config)
 

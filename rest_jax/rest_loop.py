@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rest_jax import checkpointing, configs, evaluate, fileio, filters, grow as grow_lib
-from rest_jax import grown_data
+from rest_jax import grown_data, pretrained_policies
 from rest_jax import batching, improve, optim, report, sampling, train, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax.losses import registry as loss_registry
@@ -59,13 +59,26 @@ class DataConfig:
   # Splits evaluated after BC and every Improve round besides validation (max_test_examples
   # applies to each); each gets its rows (split=<name>) and its table in results.md.
   test_splits: tuple[str, ...] = ("test",)
+  # Splits that BC trains on besides "train" (e.g. the dictionary terms of the `de_en` task).
+  # Grow samples, and Improve keeps original pairs, from "train" only.
+  bc_extra_splits: tuple[str, ...] = ()
+  # BC sees each "train" pair this many times per pass over its data (upsamples the in-domain
+  # pairs against large extra splits).
+  bc_train_repeats: int = 1
 
   def __post_init__(self):
-    for field in ("max_source_len", "max_target_len", "early_stopping_examples"):
+    for field in ("max_source_len", "max_target_len", "early_stopping_examples",
+                  "bc_train_repeats"):
       value = getattr(self, field)
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f"DataConfig.{field}={value!r} is invalid: expected a positive integer.")
     object.__setattr__(self, "test_splits", _check_test_splits(self.test_splits))
+    extra = self.bc_extra_splits
+    if isinstance(extra, str) or not isinstance(extra, (tuple, list)) or not all(
+        isinstance(x, str) and x and x not in ("train", "validation") for x in extra):
+      raise ValueError(f"DataConfig.bc_extra_splits={extra!r} is invalid: expected a tuple of "
+                       "split names other than 'train' and 'validation', e.g. ('train_terms',)")
+    object.__setattr__(self, "bc_extra_splits", tuple(extra))
 
 
 def _check_test_splits(splits: Any) -> tuple[str, ...]:
@@ -174,7 +187,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
         reward_options: Any = None, bc_loss_overrides: Any = None,
         bc_selection_metric: str = "mean_reward", seed: int = 0,
-        stop_after_phase: str | None = None) -> list[dict]:
+        init_policy: str | None = None, stop_after_phase: str | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
 
   `reward` is a reward spec ("chrf", "bleu", "exact_match", "learned:path=/dir"); options in
@@ -187,6 +200,10 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
 
   `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
   inspect grown data before Improve, and by the resume tests.
+
+  `init_policy` ('pretrained=NAME', a workdir or a checkpoint directory; see
+  rest_jax.pretrained_policies) makes the BC phase load that policy instead of training one; its
+  row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's.
   """
   if task is not None:
     data = dataclasses.replace(data, task=task)
@@ -198,6 +215,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   if bc_selection_metric not in SELECTION_METRICS:
     raise ValueError(f"run.bc_selection_metric={bc_selection_metric!r} is invalid; allowed: "
                      f"{list(SELECTION_METRICS)}.")
+  init_dir = None if init_policy is None else pretrained_policies.resolve(init_policy)
   phases = plan_phases(num_grow_steps, improve_config)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
@@ -208,7 +226,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   reward_fn = reward_registry.make_reward(reward_name, **options)
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
-               bc_selection_metric)
+               bc_selection_metric, init_dir)
   try:
     return loop.run(stop_after_phase)
   finally:
@@ -219,7 +237,8 @@ class _Loop:
   """Holds the run's shared objects and executes its phases."""
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
-               improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric):
+               improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric,
+               init_dir=None):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
 
@@ -233,14 +252,24 @@ class _Loop:
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     splits = pipeline.get_task(data_cfg.task).splits
-    missing = [s for s in data_cfg.test_splits if s not in splits]
-    if missing:  # Checked before the (possibly long) training-data load.
-      raise ValueError(f"DataConfig.test_splits={data_cfg.test_splits!r}: task "
-                       f"{data_cfg.task!r} has no split {missing}; its splits: {sorted(splits)}.")
+    for field in ("test_splits", "bc_extra_splits"):
+      missing = [s for s in getattr(data_cfg, field) if s not in splits]
+      if missing:  # Checked before the (possibly long) training-data load.
+        raise ValueError(f"DataConfig.{field}={getattr(data_cfg, field)!r}: task "
+                         f"{data_cfg.task!r} has no split {missing}; its splits: "
+                         f"{sorted(splits)}.")
     lengths = dict(max_source_len=data_cfg.max_source_len,
                    max_target_len=data_cfg.max_target_len)
     load = lambda split, limit, **kw: pipeline.load_examples(
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
+    self._load_split = load
+    self.init_dir, self._init_step = init_dir, None
+    if init_dir is not None:  # Checked before the training data loads.
+      self._init_step, meta = pretrained_policies.read_meta(init_dir)
+      pretrained_policies.check_compatible(
+          init_dir, meta,
+          model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True)),
+          lambda task: task == data_cfg.task or pipeline.get_task_vocabulary(task) == self.vocab)
     self.train_examples = load("train", data_cfg.max_train_examples)
     # Grow sources: this process's share (every process_count-th source).
     self.grow_examples = self.train_examples[jax.process_index()::jax.process_count()]
@@ -420,11 +449,15 @@ class _Loop:
 
   def _run_bc(self, index, mid_meta):
     phase = self.phases[index]
+    if self.init_dir is not None:
+      return self._load_init_policy(phase)
     spec = loss_registry.get_loss("bc")
     tx = self._tx(self.bc_cfg.optimizer)
     make_state = lambda: self.factory.create(jax.random.PRNGKey(self.seed), tx)
-    data = batching.SequenceData([ex.inputs for ex in self.train_examples],
-                        [ex.targets for ex in self.train_examples])
+    examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
+    for split in self.data_cfg.bc_extra_splits:
+      examples += self._load_split(split, None)
+    data = batching.SequenceData([ex.inputs for ex in examples], [ex.targets for ex in examples])
     params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
                                    self.bc_cfg, mid_meta, None,
                                    lambda p: self._validation_score(p, self.bc_selection_metric))
@@ -433,6 +466,22 @@ class _Loop:
     self._bc_params = params
     self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
                                            "num_kept": len(data)})
+    return params
+
+  def _load_init_policy(self, phase):
+    """The BC phase of a run that starts from a saved policy: load, record, evaluate."""
+    params = checkpointing.restore_params(self.init_dir, self._init_step,
+                                          self._abstract_params())
+    logging.info("BC phase: starting from the saved policy %s/%d", self.init_dir,
+                 self._init_step)
+    progress = improve.PhaseProgress()
+    progress.best_score = self._validation_score(params, self.bc_selection_metric)
+    progress.best_step = 0
+    self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
+                                  "fingerprint": self.fingerprint, "init_policy": self.init_dir})
+    self._bc_params = params
+    self._report(phase, params, progress, {"loss": "pretrained", "num_grown": 0,
+                                           "num_kept": 0})
     return params
 
   def _bc_policy(self):

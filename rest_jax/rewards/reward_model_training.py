@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import scipy.stats
 from jax.sharding import Mesh
 
@@ -369,7 +368,9 @@ def load_policy_for_sampling(checkpoint_dir: str, step: int | None = None,
                              vocabulary_spec: str | None = None) -> PolicyForSampling:
   """Restores only the policy parameters of a ReST checkpoint (latest step by default).
 
-  `checkpoint_dir` is a `Checkpointer` directory or a ReST workdir (its `checkpoints/` is used).
+  `checkpoint_dir` is a `Checkpointer` directory, a ReST workdir (its `checkpoints/` is used)
+  or one step directory of a `Checkpointer` directory (`.../checkpoints/2000`, or a copy of one
+  among other copied steps), which selects that step.
   Both layouts the loop writes are read: a full `PolicyState` (only `.params` is restored, so
   the optimizer that trained it need not be known) or a bare params tree. The model config is
   `model_config`, else meta["model_config"], else meta["fingerprint"]["model"] (what the ReST
@@ -380,6 +381,7 @@ def load_policy_for_sampling(checkpoint_dir: str, step: int | None = None,
     raise FileNotFoundError(f"policy checkpoint directory {checkpoint_dir!r} does not exist")
   if fileio.exists(os.path.join(checkpoint_dir, "checkpoints")):
     checkpoint_dir = os.path.join(checkpoint_dir, "checkpoints")
+  checkpoint_dir, step = _split_step_directory(checkpoint_dir, step)
   checkpointer = checkpointing.Checkpointer(checkpoint_dir, max_to_keep=None)
   try:
     meta = checkpointer.restore_meta(step)  # CheckpointError naming the directory if none.
@@ -402,25 +404,27 @@ def load_policy_for_sampling(checkpoint_dir: str, step: int | None = None,
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       nn.meta.unbox(train_state.abstract_boxed_params(model)), param_shardings)
-  manager = ocp.CheckpointManager(
-      fileio.abspath(checkpoint_dir), item_names=("state", "meta"),
-      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                     "meta": ocp.JsonCheckpointHandler()})
   try:
-    saved = manager.item_metadata(step)["state"]
-    saved_keys = set(getattr(saved, "tree", saved) or {})
-    whole_state = {"params", "opt_state"} <= saved_keys
-    item = {"params": abstract} if whole_state else abstract
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True)))["state"]
-  except (ValueError, KeyError, TypeError) as e:
+    params = checkpointing.restore_params(checkpoint_dir, step, abstract)
+  except checkpointing.CheckpointError as e:
     raise checkpointing.CheckpointError(
         f"{where}: the saved params do not match the model config {config}: {e}") from e
-  finally:
-    manager.close()
-  return PolicyForSampling(model, restored["params"] if whole_state else restored,
+  return PolicyForSampling(model, params,
                            param_shardings, mesh, vocabulary, vocabulary_name, step, meta)
+
+
+def _split_step_directory(path: str, step: int | None) -> tuple[str, int | None]:
+  """(parent, step) if `path` is an orbax step directory (`<int>/` holding a checkpoint)."""
+  name = os.path.basename(os.path.normpath(path))
+  is_step = name.isdigit() and any(
+      fileio.exists(os.path.join(path, marker))
+      for marker in ("_CHECKPOINT_METADATA", "commit_success.txt", "meta"))
+  if not is_step:
+    return path, step
+  if step is not None and step != int(name):
+    raise ValueError(f"policy checkpoint {path!r} is the directory of step {name}, but step "
+                     f"{step} was asked for")
+  return os.path.dirname(os.path.normpath(path)), int(name)
 
 
 def _policy_vocabulary(where: str, meta: dict[str, Any], fingerprint: dict[str, Any],
