@@ -1,112 +1,129 @@
-r"""Reward "unit tests": how a reward scores the reference against broken variants of it.
+r"""Reward "unit tests": does a reward score each reference above its corruptions?
 
 The ReST paper probed its learned reward this way (repeating a sentence *raised* its reward, a
-warning of reward hacking). For each validation pair this script scores the reference and five
-variants, for any registered reward, and prints one markdown table:
+warning of reward hacking). For every (source, reference) pair this script makes each
+corruption of rest_jax/rewards/corruptions.py (the ones scripts/make_reward_data.py trains
+against), scores the reference and the corruptions with every --reward, and prints one markdown
+table: per corruption kind the number of pairs it applies to, the mean reward, its difference
+to the reference's mean on those pairs, and the share of pairs in which the reference scores
+strictly higher (the win rate; a tie is a loss).
 
-  reference        the human translation
-  repeated twice   "ref ref"
-  words shuffled   the reference's words in a random order (seeded)
-  truncated half   the first half of the reference's words
-  source copied    the untranslated source sentence
-  empty-ish        a lone "."
+  python scripts/probe_reward_model.py --reward=learned:pretrained=de_en --reward=chrf \
+      --task=de_en --split=test_dict --split=test_software --max_examples=300 \
+      --min_win_rate=0.9 --heldout_tsv=/tmp/rm/heldout.tsv --json_out=/tmp/rm/probe.json
 
-Columns per reward: the mean score, its difference to the reference's mean, and the share of
-pairs where the variant scores at least as high as the reference. A variant whose mean is not
-below the reference's is flagged HACKABLE: a policy could raise its reward by producing it.
-
-  python scripts/probe_reward_model.py --reward=chrf --reward=learned:path=/tmp/rm/model \
-      --task=ding_de_en --split=validation --max_examples=500
-
-Reference-based rewards are given the true reference, so their "reference" row is trivially
-perfect; reference-free rewards see only (source, variant). Run from the repository root with
-`PYTHONPATH=.` (or after `pip install -e .`).
+--min_win_rate=R makes it a check: it exits with status 1, naming each reward and corruption
+kind whose win rate is below R. --heldout_tsv=FILE (source<TAB>hypothesis<TAB>label, e.g. made
+by make_reward_data.py for sources the model never saw) adds Spearman's rho, same-source
+pairwise accuracy and MSE of each reference-free reward against the labels. Inputs are --task
+with one or more --split (default: validation) or --tsv files (source<TAB>reference);
+--max_examples takes the first pairs of each. Reference-based rewards get the true reference,
+so they pass trivially; reference-free rewards see only (source, hypothesis).
 """
 
 import argparse
-import random
+import json
 import sys
 
-import numpy as np
-
-PROBES = ("reference", "repeated twice", "words shuffled", "truncated half", "source copied",
-          "empty-ish")
+from rest_jax.rewards import corruptions
+from rest_jax.rewards import probes
+from rest_jax.rewards import reward_data as rd
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--reward", action="append", required=True,
-                 help="reward spec, repeatable: chrf, bleu, exact_match, learned:path=DIR")
+                 help="reward spec, repeatable: chrf, learned:pretrained=NAME, "
+                      "learned:path=DIR, ...")
   p.add_argument("--task", default="ding_de_en")
-  p.add_argument("--split", default="validation")
-  p.add_argument("--max_examples", type=int, default=500)
+  p.add_argument("--split", action="append", default=None,
+                 help="repeatable; default: validation")
+  p.add_argument("--tsv", action="append", default=[],
+                 help="repeatable source<TAB>reference file used instead of --task/--split")
+  p.add_argument("--max_examples", type=int, default=500, help="first pairs of each input")
+  p.add_argument("--kinds", default=",".join(corruptions.KINDS),
+                 help=f"comma-separated subset of {','.join(corruptions.KINDS)}")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--min_win_rate", type=float, default=None,
+                 help="exit 1 if any kind's win rate is below this share, in [0, 1]")
+  p.add_argument("--heldout_tsv", default=None,
+                 help="source<TAB>hypothesis<TAB>label file for Spearman / pairwise accuracy")
+  p.add_argument("--json_out", default=None, help="also write the results as JSON here")
   return p.parse_args(argv)
 
 
-def shuffled(words: list[str], rng: random.Random) -> list[str]:
-  """A random order of the words that differs from the original whenever that is possible."""
-  order = list(words)
-  for _ in range(10):
-    rng.shuffle(order)
-    if order != words or len(set(words)) < 2:
-      break
-  return order
+def check_args(args: argparse.Namespace) -> None:
+  if args.min_win_rate is not None and not 0.0 <= args.min_win_rate <= 1.0:
+    raise ValueError(f"--min_win_rate={args.min_win_rate} is invalid: expected a share in "
+                     "[0, 1]")
+  if args.max_examples is not None and args.max_examples < 1:
+    raise ValueError(f"--max_examples={args.max_examples} is invalid: expected >= 1")
+  if args.tsv and args.split:
+    raise ValueError("--tsv and --split are alternatives: give one of them")
+  try:
+    corruptions.parse_kinds(args.kinds)
+  except ValueError as e:
+    raise ValueError(f"--kinds={args.kinds!r}: {e}") from None
 
 
-def make_probes(source: str, reference: str, rng: random.Random) -> dict[str, str]:
-  words = reference.split()
-  return {
-      "reference": reference,
-      "repeated twice": f"{reference} {reference}",
-      "words shuffled": " ".join(shuffled(words, rng)),
-      "truncated half": " ".join(words[:max(1, len(words) // 2)]),
-      "source copied": source,
-      "empty-ish": ".",
-  }
+def heldout_table(rewards: dict, path: str) -> tuple[str, dict]:
+  # Imported here: only held-out metrics need the (JAX) training module.
+  # pylint: disable-next=g-import-not-at-top
+  from rest_jax.rewards import reward_model_training as training
+  rows, report = training.read_reward_tsv(path, "regression")
+  lines = [report.summary(), "", "| reward | rows | Spearman ρ | pairwise acc. | MSE |",
+           "|---|---:|---:|---:|---:|"]
+  metrics = {}
+  for spec, reward in rewards.items():
+    if reward.needs_reference:
+      lines.append(f"| {spec} | - | needs references | | |")
+      continue
+    m = metrics[spec] = probes.heldout_metrics(reward, rows)
+    lines.append(f"| {spec} | {m['num_rows']} | {m['spearman']:.3f} | "
+                 f"{m['pairwise_accuracy']:.3f} | {m['mse']:.4f} |")
+  return "\n".join(lines), metrics
 
 
-def probe_scores(reward, sources: list[str], references: list[str], seed: int
-                 ) -> dict[str, np.ndarray]:
-  """Probe name -> scores [num_pairs] of `reward` (all probes scored in one call)."""
-  from rest_jax.rewards import base  # pylint: disable=g-import-not-at-top
-  rng = random.Random(seed)
-  variants = [make_probes(s, r, rng) for s, r in zip(sources, references)]
-  hypotheses = [v[name] for name in PROBES for v in variants]
-  n = len(sources)
-  scores = base.score_batch(reward, sources * len(PROBES), hypotheses,
-                            references * len(PROBES) if reward.needs_reference else None)
-  return {name: scores[i * n:(i + 1) * n] for i, name in enumerate(PROBES)}
-
-
-def format_table(results: dict[str, dict[str, np.ndarray]]) -> str:
-  header = "| probe | " + " | ".join(
-      f"{name} mean | Δ vs ref | ≥ ref" for name in results) + " |"
-  lines = [header, "|---|" + "---|---|---|" * len(results)]
-  for probe in PROBES:
-    cells = []
-    for scores in results.values():
-      reference, variant = scores["reference"], scores[probe]
-      delta = variant.mean() - reference.mean()
-      flag = " HACKABLE" if probe != "reference" and delta >= 0 else ""
-      cells.append(f"{variant.mean():.3f} | {delta:+.3f}{flag} | "
-                   f"{np.mean(variant >= reference):.0%}")
-    lines.append(f"| {probe} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+def failure_message(reports: dict, min_win_rate: float) -> str | None:
+  failures = []
+  for spec, report in reports.items():
+    bad = report.failing(min_win_rate)
+    if bad:
+      failures.append(f"{spec}: " + ", ".join(f"{r.kind} ({r.win_rate:.1%})" for r in bad))
+  if not failures:
+    return None
+  return (f"reference wins less than --min_win_rate={min_win_rate:g} of the pairs against "
+          + "; ".join(failures))
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  check_args(args)
   from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
   rewards = {spec: registry.reward_from_spec(spec) for spec in args.reward}
-  examples = pipeline.load_examples(args.task, args.split, max_examples=args.max_examples)
-  sources = [e.source for e in examples]
-  references = [e.reference for e in examples]
-  results = {spec: probe_scores(reward, sources, references, args.seed)
+  sources, references, inputs = rd.load_pairs(args.task, args.split or ["validation"],
+                                              args.tsv, args.max_examples)
+  if not sources:
+    raise ValueError("no (source, reference) pairs in the inputs")
+  kinds = corruptions.parse_kinds(args.kinds)
+  reports = {spec: probes.run_probes(reward, sources, references, kinds, args.seed)
              for spec, reward in rewards.items()}
-  print(f"{len(examples)} pairs from {args.task}/{args.split}")
-  print(format_table(results))
+  print("; ".join(inputs))
+  print(probes.format_table(reports, args.min_win_rate))
+  results = {"inputs": inputs, "seed": args.seed, "min_win_rate": args.min_win_rate,
+             "probes": probes.to_json(reports)}
+  if args.heldout_tsv:
+    table, results["heldout"] = heldout_table(rewards, args.heldout_tsv)
+    print("\n" + table)
+  checked = args.min_win_rate is not None
+  message = failure_message(reports, args.min_win_rate) if checked else None
+  results["passed"] = (message is None) if checked else None
+  if args.json_out:
+    with open(args.json_out, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
+  if message:
+    print(f"FAILED: {message}", file=sys.stderr)
+    return 1
   return 0
 
 

@@ -36,6 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--mode", choices=training.MODES, default=defaults.mode)
   p.add_argument("--vocab", default="ding", help=f"vocabulary spec: {vocab_lib.ACCEPTED_SPECS}")
   p.add_argument("--preset", choices=sorted(presets.PRESETS), default="toy")
+  p.add_argument("--d_model", type=int, default=None, help="override the preset's width")
+  p.add_argument("--d_ff", type=int, default=None, help="override the preset's MLP width")
+  p.add_argument("--num_heads", type=int, default=None)
+  p.add_argument("--num_layers", type=int, default=None,
+                 help="override the preset's number of encoder layers")
+  p.add_argument("--pooling", choices=rm.POOLINGS, default="mean",
+                 help="mean, or mean_max (mean and max over tokens; see reward_model.py)")
   p.add_argument("--dropout_rate", type=float, default=0.0)
   p.add_argument("--steps", type=int, default=defaults.steps)
   p.add_argument("--batch_size", type=int, default=defaults.batch_size)
@@ -45,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--max_source_len", type=int, default=defaults.max_source_len)
   p.add_argument("--max_hypothesis_len", type=int, default=defaults.max_hypothesis_len)
   p.add_argument("--eval_every", type=int, default=defaults.eval_every)
+  p.add_argument("--length_group_batches", type=int, default=defaults.length_group_batches,
+                 help="> 0: sort chunks of this many batches by length so each batch is "
+                      "padded short (faster steps); 0: plain shuffling")
   p.add_argument("--seed", type=int, default=defaults.seed)
   p.add_argument("--strict", action="store_true", help="fail on the first malformed TSV line")
   p.add_argument("--output_dir", required=True, help="checkpoint directory to create")
@@ -59,11 +69,17 @@ def main(argv=None) -> int:
       mode=args.mode, steps=args.steps, batch_size=args.batch_size,
       learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
       weight_decay=args.weight_decay, max_source_len=args.max_source_len,
-      max_hypothesis_len=args.max_hypothesis_len, eval_every=args.eval_every, seed=args.seed)
+      max_hypothesis_len=args.max_hypothesis_len, eval_every=args.eval_every, seed=args.seed,
+      length_group_batches=args.length_group_batches)
   vocabulary = vocab_lib.get_vocabulary(args.vocab)
+  overrides = {field: value for field, value in (
+      ("d_model", args.d_model), ("d_ff", args.d_ff), ("num_heads", args.num_heads),
+      ("num_encoder_layers", args.num_layers)) if value is not None}
   model_config = presets.model_config(args.preset, vocabulary.vocab_size,
                                       dropout_rate=args.dropout_rate,
-                                      max_len=max(args.max_source_len, args.max_hypothesis_len))
+                                      max_len=max(args.max_source_len, args.max_hypothesis_len),
+                                      **overrides)
+  options = rm.RewardModelOptions(pooling=args.pooling)
   if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
     sys.exit(f"--output_dir={args.output_dir} is not empty; pass --overwrite or choose another")
 
@@ -78,18 +94,20 @@ def main(argv=None) -> int:
     train_rows, validation_rows = training.split_by_source(rows, args.validation_fraction,
                                                            args.seed)
   print(f"{len(train_rows)} training rows, {len(validation_rows)} validation rows; "
-        f"mode={args.mode} preset={args.preset} vocab={args.vocab}")
+        f"mode={args.mode} preset={args.preset} {overrides or ''} pooling={args.pooling} "
+        f"vocab={args.vocab}")
 
   start = time.time()
   result = training.train_reward_model(model_config, config, args.vocab, train_rows,
-                                       validation_rows)
+                                       validation_rows, options=options)
   elapsed = time.time() - start
   summary = {"best_step": result.best_step, "best_validation": result.best_metrics,
              "train_seconds": round(elapsed, 1), "train_tsv": args.train_tsv,
              "num_train_rows": len(train_rows), "num_validation_rows": len(validation_rows),
              "config": vars(args), "history": result.history}
   rm.save_reward_model(args.output_dir, result.best_step, result.params, model_config, args.vocab,
-                       args.max_source_len, args.max_hypothesis_len, training=summary)
+                       args.max_source_len, args.max_hypothesis_len, training=summary,
+                       options=options)
   print(json.dumps({k: summary[k] for k in ("best_step", "best_validation", "train_seconds")}))
   print(f"saved {args.output_dir} (use reward spec 'learned:path={args.output_dir}')")
   return 0

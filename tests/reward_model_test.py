@@ -197,6 +197,10 @@ def test_load_policy_for_sampling_restores_only_the_params(tmp_path):
   ckpt.close()
   policy = training.load_policy_for_sampling(directory, mesh=toy_setup.mesh(data=8))
   assert policy.step == 7 and policy.vocabulary_name == "byte" and policy.meta["round"] == 2
+  # One step directory (e.g. a copied `checkpoints/7`) selects that step.
+  assert training.load_policy_for_sampling(f"{directory}/7", mesh=MESH2).step == 7
+  with pytest.raises(ValueError, match="directory of step 7, but step 3 was asked for"):
+    training.load_policy_for_sampling(f"{directory}/7", 3, mesh=MESH2)
   assert policy.model.config == model.config and policy.vocabulary.vocab_size == VOCAB_SIZE
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(policy.params), params)
   leaf = jax.tree_util.tree_leaves(policy.params)[0]
@@ -230,9 +234,10 @@ def test_pretrained_ding_reward_model_loads_by_name_and_scores_real_pairs():
   import gzip  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from rest_jax.data import ding_tfds  # pylint: disable=g-import-not-at-top
-  assert registry.pretrained_reward_models() == ["ding_de_en"]
+  assert "ding_de_en" in registry.pretrained_reward_models()
   reward = registry.reward_from_spec("learned:pretrained=ding_de_en,batch_size=128")
   assert reward.needs_reference is False
+  assert reward.options == rm.RewardModelOptions()  # Its meta predates the options: defaults.
   path = os.path.join(os.path.dirname(ding_tfds.__file__), "ding", "validation.tsv.gz")
   with gzip.open(path, "rt", encoding="utf-8") as f:
     pairs = [line.rstrip("\n").split("\t")[:2] for line in f][:256]
@@ -244,3 +249,26 @@ def test_pretrained_ding_reward_model_loads_by_name_and_scores_real_pairs():
   empty = base.score_batch(reward, sources, ["." for _ in references])
   assert empty.mean() < ref.mean() - 0.1
   assert (empty < ref).mean() > 0.95
+
+
+def test_mean_max_pooling_trains_and_round_trips_through_its_checkpoint(tmp_path):
+  config = model_config("toy", VOCAB_SIZE, max_len=MAX_LEN)
+  options = rm.RewardModelOptions(pooling="mean_max")
+  result = training.train_reward_model(config, train_config("regression", 40), VOCAB_SPEC,
+                                       overlap_rows(512, seed=7), overlap_rows(64, seed=8),
+                                       mesh=MESH2, log=lambda _: None, options=options)
+  head_inputs = result.params["head_hidden"]["kernel"].shape[0]
+  assert head_inputs == 4 * config.d_model + 3  # [mean, max] per direction + length features.
+  path = str(tmp_path / "mean_max")
+  rm.save_reward_model(path, result.best_step, result.params, config, VOCAB_SPEC, MAX_LEN,
+                       MAX_LEN, options=options)
+  loaded = rm.LearnedReward.from_checkpoint(path, batch_size=64, mesh=MESH2)
+  assert loaded.options == options
+  direct = rm.LearnedReward(config, result.params, VOCAB_SPEC, max_source_len=MAX_LEN,
+                            max_hypothesis_len=MAX_LEN, batch_size=64, mesh=MESH2,
+                            options=options)
+  sources, hypotheses, _ = zip(*overlap_rows(20, seed=9))
+  np.testing.assert_array_equal(base.score_batch(loaded, sources, hypotheses),
+                                base.score_batch(direct, sources, hypotheses))
+  with pytest.raises(ValueError, match=r"pooling='max' is invalid.*\['mean', 'mean_max'\]"):
+    rm.RewardModelOptions(pooling="max")

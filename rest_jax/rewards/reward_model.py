@@ -19,6 +19,13 @@ D d_model):
   3. Head: [pooled_hyp, pooled_src, log(1+S), log(1+T), log((1+T)/(1+S))] (token counts)
      -> Dense(D), relu -> Dense(1) = logit; the reward is sigmoid(logit).
 
+`RewardModelOptions.pooling` chooses the pooling of step 2: "mean" (the default, and the only
+one of the models shipped before the option existed) or "mean_max", which concatenates a
+masked max over the query tokens to the mean. A mean dilutes one out-of-place token (a word
+shuffled into the wrong position, a runaway "rrrrrr" piece) by the sentence length; a max keeps
+it. Checkpoints record the options in their meta ("reward_model_options"); a meta without them
+means the defaults, so older checkpoints load unchanged.
+
 Why not encode the concatenation `source EOS hypothesis EOS`: the encoder has no segment
 embedding, so every token would first have to work out which side of the separator it is on;
 with separate encodings the alignment sees the two sides directly (a toy model learns a
@@ -60,6 +67,22 @@ from rest_jax.rewards import base
 CHECKPOINT_KIND = "reward_model"
 REQUIRED_META = ("kind", "model_config", "vocabulary", "max_source_len", "max_hypothesis_len")
 MIN_BUCKET = 16
+POOLINGS = ("mean", "mean_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelOptions:
+  """Reward-model choices beyond the encoder's `ModelConfig` (see the module docstring)."""
+  pooling: str = "mean"
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f"RewardModelOptions.pooling={self.pooling!r} is invalid: expected one "
+                       f"of {list(POOLINGS)}")
+
+  @classmethod
+  def from_meta(cls, meta: dict[str, Any]) -> "RewardModelOptions":
+    return cls(**(meta.get("reward_model_options") or {}))
 
 
 class AlignmentPool(nn.Module):
@@ -74,6 +97,7 @@ class AlignmentPool(nn.Module):
   """
 
   config: ModelConfig
+  pooling: str = "mean"
 
   @nn.compact
   def __call__(self, queries_BxTxD, query_valid_BxT, keys_BxSxD, key_valid_BxS,
@@ -95,18 +119,24 @@ class AlignmentPool(nn.Module):
     x = x + MLP(cfg, name="mlp")(LayerNorm(cfg, name="pre_mlp_norm")(x), deterministic)
     x = LayerNorm(cfg, name="output_norm")(x).astype(jnp.float32)
     weights_BxT = query_valid_BxT.astype(jnp.float32)
-    return (x * weights_BxT[..., None]).sum(1) / jnp.maximum(weights_BxT.sum(1), 1.0)[:, None]
+    mean_BxD = (x * weights_BxT[..., None]).sum(1) / jnp.maximum(weights_BxT.sum(1), 1.0)[:, None]
+    if self.pooling == "mean":
+      return mean_BxD
+    max_BxD = jnp.where(query_valid_BxT[..., None], x, NEG_INF).max(1)
+    max_BxD = jnp.where(query_valid_BxT.any(1)[:, None], max_BxD, 0.0)
+    return jnp.concatenate([mean_BxD, max_BxD], axis=-1)
 
 
 class RewardModel(nn.Module):
   """(sources [B,S], hypotheses [B,T]) -> reward logits [B]; see the module docstring."""
 
   config: ModelConfig
+  options: RewardModelOptions = RewardModelOptions()
 
   def setup(self):
     cfg = self.config
     self.encoder = Transformer(cfg)
-    self.align = AlignmentPool(cfg)
+    self.align = AlignmentPool(cfg, pooling=self.options.pooling)
     init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
     self.head_hidden = nn.Dense(
         cfg.d_model, kernel_init=nn.with_logical_partitioning(init, (None, "mlp")),
@@ -175,37 +205,42 @@ def abstract_boxed_params(model: RewardModel):
 
 @functools.lru_cache(maxsize=16)
 def param_shardings(config: ModelConfig, mesh: Mesh,
-                    rules: tuple = sharding_lib.DEFAULT_RULES) -> Any:
-  return sharding_lib.param_shardings(abstract_boxed_params(RewardModel(config)), mesh, rules)
+                    rules: tuple = sharding_lib.DEFAULT_RULES,
+                    options: RewardModelOptions = RewardModelOptions()) -> Any:
+  return sharding_lib.param_shardings(abstract_boxed_params(RewardModel(config, options)), mesh,
+                                      rules)
 
 
-def init_params(config: ModelConfig, seed: int, mesh: Mesh) -> Any:
+def init_params(config: ModelConfig, seed: int, mesh: Mesh,
+                options: RewardModelOptions = RewardModelOptions()) -> Any:
   """Freshly initialised params for `seed`, created directly on their shardings.
 
   The initial values come from an RBG key: its initialiser compiles in about half the time of
   a threefry one on CPU (which dominates short training runs); they are deterministic for a
   given seed, backend and mesh.
   """
-  return _compiled_init(config, mesh)(jax.random.key(seed, impl="rbg"))
+  return _compiled_init(config, mesh, options)(jax.random.key(seed, impl="rbg"))
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_init(config: ModelConfig, mesh: Mesh):
-  model, dummy = RewardModel(config), jnp.ones((1, 8), jnp.int32)
+def _compiled_init(config: ModelConfig, mesh: Mesh, options: RewardModelOptions):
+  model, dummy = RewardModel(config, options), jnp.ones((1, 8), jnp.int32)
   return jax.jit(lambda key: nn.meta.unbox(model.init(key, dummy, dummy)["params"]),
-                 out_shardings=param_shardings(config, mesh))
+                 out_shardings=param_shardings(config, mesh, options=options))
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_scorer(config: ModelConfig, mesh: Mesh):
+def compiled_scorer(config: ModelConfig, mesh: Mesh,
+                    options: RewardModelOptions = RewardModelOptions()):
   """Jitted `(params, sources [B,S], hypotheses [B,T]) -> rewards [B]`, batch-sharded.
 
-  Cached per (config, mesh), so every LearnedReward of one model shares compiled executables.
+  Cached per (config, mesh, options), so every LearnedReward of one model shares compiled
+  executables.
   """
-  model = RewardModel(config)
+  model = RewardModel(config, options)
   batch2 = sharding_lib.batch_sharding(mesh, 2)
   return jax.jit(lambda p, s, h: jax.nn.sigmoid(model.apply({"params": p}, s, h)),
-                 in_shardings=(param_shardings(config, mesh), batch2, batch2),
+                 in_shardings=(param_shardings(config, mesh, options=options), batch2, batch2),
                  out_shardings=sharding_lib.batch_sharding(mesh, 1))
 
 
@@ -216,11 +251,13 @@ def default_mesh() -> Mesh:
 # ----------------------------------------------------------------------------- checkpoints
 def save_reward_model(directory: str, step: int, params: Any, config: ModelConfig,
                       vocabulary_spec: str, max_source_len: int, max_hypothesis_len: int,
-                      training: dict[str, Any] | None = None) -> None:
+                      training: dict[str, Any] | None = None,
+                      options: RewardModelOptions = RewardModelOptions()) -> None:
   """Writes params and everything `LearnedReward.from_checkpoint` needs to `directory/<step>`."""
   meta = {"kind": CHECKPOINT_KIND, "model_config": dataclasses.asdict(config),
           "vocabulary": vocabulary_spec, "max_source_len": int(max_source_len),
-          "max_hypothesis_len": int(max_hypothesis_len), "training": training or {}}
+          "max_hypothesis_len": int(max_hypothesis_len), "training": training or {},
+          "reward_model_options": dataclasses.asdict(options)}
   checkpointer = checkpointing.Checkpointer(directory, max_to_keep=None)
   checkpointer.save(step, {"params": params}, meta)
   checkpointer.close()
@@ -229,6 +266,8 @@ def save_reward_model(directory: str, step: int, params: Any, config: ModelConfi
 def load_reward_model(path: str, step: int | None = None, mesh: Mesh | None = None
                       ) -> tuple[ModelConfig, Any, dict[str, Any]]:
   """(model config, params on `mesh`, meta) of a reward model checkpoint directory.
+
+  The options are `RewardModelOptions.from_meta(meta)`.
 
   FileNotFoundError if `path` does not exist; CheckpointError naming the path if it holds no
   reward model checkpoint or a malformed one.
@@ -241,10 +280,11 @@ def load_reward_model(path: str, step: int | None = None, mesh: Mesh | None = No
   try:
     meta = checkpointer.restore_meta(step)
     config = _config_from_meta(path, meta)
-    shardings = param_shardings(config, mesh)
+    options = _options_from_meta(path, meta)
+    shardings = param_shardings(config, mesh, options=options)
     abstract = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        nn.meta.unbox(abstract_boxed_params(RewardModel(config))), shardings)
+        nn.meta.unbox(abstract_boxed_params(RewardModel(config, options))), shardings)
     state, _ = checkpointer.restore({"params": abstract}, step)
   except checkpointing.CheckpointError as e:
     raise checkpointing.CheckpointError(f"reward model checkpoint {path!r}: {e}") from e
@@ -271,6 +311,14 @@ def _config_from_meta(path: str, meta: Any) -> ModelConfig:
         f"reward model checkpoint {path!r}: bad model_config in meta: {e}") from e
 
 
+def _options_from_meta(path: str, meta: dict[str, Any]) -> RewardModelOptions:
+  try:
+    return RewardModelOptions.from_meta(meta)
+  except (TypeError, ValueError) as e:
+    raise checkpointing.CheckpointError(
+        f"reward model checkpoint {path!r}: bad reward_model_options in meta: {e}") from e
+
+
 # ---------------------------------------------------------------------------------- reward
 class LearnedReward(base.Reward):
   """A trained `RewardModel` as a reference-free reward (sigmoid output in [0, 1])."""
@@ -279,19 +327,21 @@ class LearnedReward(base.Reward):
 
   def __init__(self, config: ModelConfig, params: Any, vocabulary_spec: str, *,
                max_source_len: int, max_hypothesis_len: int, batch_size: int = 64,
-               mesh: Mesh | None = None, name: str = "learned"):
+               mesh: Mesh | None = None, name: str = "learned",
+               options: RewardModelOptions = RewardModelOptions()):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
       raise ValueError(f"LearnedReward.batch_size={batch_size!r} is invalid: expected a "
                        "positive integer")
     self.name = name
     self.config = config
+    self.options = options
     self.vocabulary_spec = vocabulary_spec
     self.vocabulary = vocab_lib.get_vocabulary(vocabulary_spec)
     self.max_source_len, self.max_hypothesis_len = max_source_len, max_hypothesis_len
     self.mesh = mesh or default_mesh()
     self.batch_size = round_batch_size(batch_size, self.mesh)
-    self.params = jax.device_put(params, param_shardings(config, self.mesh))
-    self._score_fn = compiled_scorer(config, self.mesh)
+    self.params = jax.device_put(params, param_shardings(config, self.mesh, options=options))
+    self._score_fn = compiled_scorer(config, self.mesh, options)
 
   @classmethod
   def from_checkpoint(cls, path: str, step: int | None = None, *, batch_size: int = 64,
@@ -299,7 +349,8 @@ class LearnedReward(base.Reward):
     mesh = mesh or default_mesh()
     config, params, meta = load_reward_model(path, step, mesh)
     return cls(config, params, meta["vocabulary"], max_source_len=meta["max_source_len"],
-               max_hypothesis_len=meta["max_hypothesis_len"], batch_size=batch_size, mesh=mesh)
+               max_hypothesis_len=meta["max_hypothesis_len"], batch_size=batch_size, mesh=mesh,
+               options=RewardModelOptions.from_meta(meta))
 
   def score(self, sources: Sequence[str], hypotheses: Sequence[str],
             references: Sequence[str] | None = None) -> np.ndarray:
