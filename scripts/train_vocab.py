@@ -22,9 +22,17 @@ import sys
 
 import sentencepiece as spm
 
-DING_DIR = os.path.normpath(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "rest_jax", "data", "ding"))
-SPLITS = ("train", "validation", "test")
+DATA_DIR = os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "rest_jax", "data"))
+DING_DIR = os.path.join(DATA_DIR, "ding")
+# The shipped corpora: their folder, the files the model is trained on, the splits reported
+# and the default vocabulary size.
+CORPORA = {
+    "ding": dict(train=("train",), splits=("train", "validation", "test"), vocab_size=4000),
+    "de_en": dict(train=("train", "train_terms"),
+                  splits=("train", "train_terms", "validation", "test_dict", "test_software"),
+                  vocab_size=8000),
+}
 VOCAB_STATS_BEGIN = "<!-- BEGIN vocab stats (written by scripts/train_vocab.py) -->"
 VOCAB_STATS_END = "<!-- END vocab stats -->"
 PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, -1
@@ -82,7 +90,7 @@ def write_model(model: bytes, prefix: str) -> None:
       f.write(f"{processor.id_to_piece(piece_id)}\t{processor.get_score(piece_id):g}\n")
 
 
-def token_statistics(model_path: str) -> str:
+def token_statistics(model_path: str, corpus: str = "ding") -> str:
   """Markdown table of SentencePiece token counts per split (EOS not counted)."""
   processor = spm.SentencePieceProcessor(model_file=model_path)
   lines = [
@@ -92,8 +100,8 @@ def token_statistics(model_path: str) -> str:
       "| split | German tokens | English tokens | German tokens/sentence mean / p95 / max | "
       "English tokens/sentence mean / p95 / max | sentences with UNK |",
       "|---|---|---|---|---|---|"]
-  for split in SPLITS:
-    pairs = read_pairs(os.path.join(DING_DIR, f"{split}.tsv.gz"))
+  for split in CORPORA[corpus]["splits"]:
+    pairs = read_pairs(os.path.join(DATA_DIR, corpus, f"{split}.tsv.gz"))
     de = processor.encode([source for source, _ in pairs])
     en = processor.encode([reference for _, reference in pairs])
     with_unk = sum(processor.unk_id() in ids for ids in de + en)
@@ -125,39 +133,48 @@ def update_readme(readme_path: str, block: str) -> bool:
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--vocab_size", type=int, default=4000)
-  parser.add_argument("--train_path", type=os.path.expanduser,
-                      default=os.path.join(DING_DIR, "train.tsv.gz"),
-                      help="source<TAB>reference .tsv.gz whose both sides are the training text")
+  parser.add_argument("--corpus", choices=sorted(CORPORA), default="ding",
+                      help="the shipped corpus to train on (rest_jax/data/<corpus>)")
+  parser.add_argument("--vocab_size", type=int, default=None,
+                      help="default: 4000 for ding, 8000 for de_en")
+  parser.add_argument("--train_path", type=os.path.expanduser, default=None,
+                      help="train on this source<TAB>reference .tsv.gz (both sides) instead of "
+                      "the shipped corpus")
   parser.add_argument("--input_sentence_size", type=int, default=0,
                       help="train on a sample of this many sentences (0: all; for large corpora)")
   parser.add_argument("--model_prefix", default=None,
-                      help="output prefix; default rest_jax/data/ding/spm_<vocab_size/1000>k")
+                      help="output prefix; default rest_jax/data/<corpus>/spm_<vocab_size/1000>k")
+  parser.add_argument("--stats_only", action="store_true",
+                      help="do not train: write the existing model's token statistics")
   parser.add_argument("--no_readme", action="store_true",
-                      help="do not write token statistics into rest_jax/data/ding/README.md")
+                      help="do not write token statistics into rest_jax/data/<corpus>/README.md")
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
   args = parse_args(argv)
-  if args.vocab_size < 100:
-    raise ValueError(f"--vocab_size={args.vocab_size}: must be at least 100")
-  prefix = args.model_prefix or os.path.join(DING_DIR, f"spm_{args.vocab_size // 1000}k")
-  pairs = read_pairs(args.train_path)
-  if not pairs:
+  corpus = CORPORA[args.corpus]
+  vocab_size = args.vocab_size or corpus["vocab_size"]
+  if vocab_size < 100:
+    raise ValueError(f"--vocab_size={vocab_size}: must be at least 100")
+  corpus_dir = os.path.join(DATA_DIR, args.corpus)
+  prefix = args.model_prefix or os.path.join(corpus_dir, f"spm_{vocab_size // 1000}k")
+  paths = [args.train_path] if args.train_path else [
+      os.path.join(corpus_dir, f"{split}.tsv.gz") for split in corpus["train"]]
+  pairs = [] if args.stats_only else [pair for path in paths for pair in read_pairs(path)]
+  if not pairs and not args.stats_only:
     raise ValueError(f"--train_path={args.train_path}: no source<TAB>reference pairs found")
-  sentences = [side for pair in pairs for side in pair]
-  if args.input_sentence_size:
-    spm.set_random_generator_seed(0)
-  write_model(train(sentences, args.vocab_size, args.input_sentence_size), prefix)
-  print(f"wrote {prefix}.model and {prefix}.vocab from {len(sentences)} sentences")
-  is_ding = os.path.abspath(args.train_path) == os.path.abspath(os.path.join(DING_DIR,
-                                                                             "train.tsv.gz"))
-  if is_ding:
-    block = token_statistics(prefix + ".model")
+  if not args.stats_only:
+    sentences = [side for pair in pairs for side in pair]
+    if args.input_sentence_size:
+      spm.set_random_generator_seed(0)
+    write_model(train(sentences, vocab_size, args.input_sentence_size), prefix)
+    print(f"wrote {prefix}.model and {prefix}.vocab from {len(sentences)} sentences")
+  if args.train_path is None:
+    block = token_statistics(prefix + ".model", args.corpus)
     print(block)
     if not args.no_readme and args.model_prefix is None:
-      written = update_readme(os.path.join(DING_DIR, "README.md"), block)
+      written = update_readme(os.path.join(corpus_dir, "README.md"), block)
       print("README statistics updated" if written else "README has no vocab-stats markers")
 
 

@@ -205,7 +205,7 @@ def test_byte_and_path_specs(tmp_path):
 
 def test_missing_vocabulary_file_names_path_and_specs(tmp_path):
   missing = str(tmp_path / "nope.model")
-  with pytest.raises(FileNotFoundError, match=r"nope\.model.*'ding', 'byte'"):
+  with pytest.raises(FileNotFoundError, match=r"nope\.model.*'ding', 'de_en', 'byte'"):
     vocab_lib.get_vocabulary(missing)
   with pytest.raises(ValueError, match="non-empty string"):
     vocab_lib.get_vocabulary("")

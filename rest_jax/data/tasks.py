@@ -10,6 +10,9 @@ Importing this module registers (importing it again, or reloading it, re-registe
 
   ding_de_en       the German->English pairs shipped in rest_jax/data/ding, vocabulary "ding";
                    works offline and prepares its TFDS records on first use
+  de_en            the larger shipped corpus in rest_jax/data/de_en (dictionary sentences and
+                   terms, software messages; splits train, train_terms, validation, test_dict,
+                   test_software), vocabulary "de_en"; offline like ding_de_en
   wmt14_de_en      TFDS wmt14_translate/de-en              (train / validation / test)
   wmt19_de_en      TFDS wmt19_translate/de-en              (train / validation)
   wmt19_zh_en      TFDS wmt19_translate/zh-en              (train / validation)
@@ -38,6 +41,7 @@ from rest_jax.data import tsv
 from rest_jax.data import vocab as vocab_lib
 
 DING_TASK = "ding_de_en"
+DE_EN_TASK = "de_en"
 TSV_DIR_ENV = "REST_JAX_TSV_DIR"
 DEFAULT_TSV_DIR = "~/rest_jax_data"
 VocabularySpec = Union[str, seqio.Vocabulary, None]
@@ -102,16 +106,17 @@ def _add_task(name: str, description: str, overwrite: bool, **task_kwargs) -> se
   return task
 
 
-class DingTfdsDataSource(seqio.TfdsDataSource):
-  """The `ding_de_en` TFDS source; prepares the builder before anything reads it."""
+class ShippedTfdsDataSource(seqio.TfdsDataSource):
+  """The TFDS source of a corpus shipped in rest_jax/data; prepares it before anything reads it."""
 
-  def __init__(self):
-    super().__init__(
-        tfds_name=f"{ding_tfds.BUILDER_NAME}:{ding_tfds.DingDeEn.VERSION}",
-        splits=ding_tfds.SPLITS, read_only=True)
+  def __init__(self, builder_cls=ding_tfds.DingDeEn, prepare=None):
+    super().__init__(tfds_name=f"{builder_cls.name}:{builder_cls.VERSION}",
+                     splits=builder_cls.SPLITS, read_only=True)
+    self._prepare_fn = prepare or (lambda data_dir: ding_tfds.ensure_prepared(builder_cls,
+                                                                              data_dir))
 
   def _prepare(self) -> None:
-    ding_tfds.ensure_ding_prepared(self.tfds_dataset.data_dir)
+    self._prepare_fn(self.tfds_dataset.data_dir)
 
   def get_dataset(self, split=None, shuffle=True, seed=None, shard_info=None, **kwargs):
     self._prepare()
@@ -131,7 +136,19 @@ def register_ding_task(name: str = DING_TASK, vocabulary_spec: VocabularySpec = 
   """The shipped Ding German->English corpus through its TFDS builder."""
   return _add_task(
       name, "Ding German->English sentences shipped with rest_jax (TFDS ding_de_en)", overwrite,
-      source=DingTfdsDataSource(),
+      source=ShippedTfdsDataSource(
+          ding_tfds.DingDeEn, lambda data_dir: ding_tfds.ensure_ding_prepared(data_dir)),
+      preprocessors=_translation_preprocessors("de", "en"),
+      output_features=_output_features(_vocabulary(vocabulary_spec)))
+
+
+def register_de_en_task(name: str = DE_EN_TASK, vocabulary_spec: VocabularySpec = "de_en", *,
+                        overwrite: bool = False) -> seqio.Task:
+  """The shipped `de_en` corpus (dictionary + software messages) through its TFDS builder."""
+  return _add_task(
+      name, "German->English dictionary and software messages shipped with rest_jax "
+      "(TFDS de_en)", overwrite,
+      source=ShippedTfdsDataSource(ding_tfds.DeEn),
       preprocessors=_translation_preprocessors("de", "en"),
       output_features=_output_features(_vocabulary(vocabulary_spec)))
 
@@ -232,6 +249,7 @@ def _tsv_split_patterns(corpus_dir: str) -> dict[str, str]:
 
 def _register_builtin_tasks() -> None:
   register_ding_task(overwrite=True)
+  register_de_en_task(overwrite=True)
   with_test, without_test = ("train", "validation", "test"), ("train", "validation")
   for name, tfds_name, source_lang, splits in (
       ("wmt14_de_en", "wmt14_translate/de-en:1.0.0", "de", with_test),

@@ -4,6 +4,8 @@ A *vocabulary spec* is one of
 
   "ding"          the joint German+English SentencePiece model shipped with the Ding corpus
                   (rest_jax/data/ding/spm_4k.model, 4000 pieces)
+  "de_en"         the joint model of the larger shipped corpus
+                  (rest_jax/data/de_en/spm_8k.model, 8000 pieces)
   "byte"          seqio.ByteVocabulary (UTF-8 bytes; needs no file)
   a path          any SentencePiece .model file, local or gs://...
 
@@ -27,8 +29,9 @@ import seqio
 
 DING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ding")
 DING_SPM_PATH = os.path.join(DING_DIR, "spm_4k.model")
-NAMED_SPECS = ("ding", "byte")
-ACCEPTED_SPECS = "'ding', 'byte' or the path of a SentencePiece .model file"
+DE_EN_SPM_PATH = os.path.join(os.path.dirname(DING_DIR), "de_en", "spm_8k.model")
+NAMED_SPECS = ("ding", "de_en", "byte")
+ACCEPTED_SPECS = "'ding', 'de_en', 'byte' or the path of a SentencePiece .model file"
 
 MT_VOCABULARY_ENV = "REST_JAX_MT_VOCAB"
 MT_VOCABULARY_PLACEHOLDER = "~/rest_jax_vocab/SET_REST_JAX_MT_VOCAB.model"
@@ -49,7 +52,7 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
     raise ValueError(f"vocabulary spec {spec!r} is not a non-empty string; use {ACCEPTED_SPECS}")
   if spec == "byte":
     return seqio.ByteVocabulary()
-  path = DING_SPM_PATH if spec == "ding" else os.path.expanduser(spec)
+  path = {"ding": DING_SPM_PATH, "de_en": DE_EN_SPM_PATH}.get(spec) or os.path.expanduser(spec)
   if not _exists(path):
     raise FileNotFoundError(
         f"vocabulary spec {spec!r}: SentencePiece model file {path} does not exist; "
