@@ -175,8 +175,9 @@ class Filter(abc.ABC):
 class Threshold(Filter):
   """Global threshold, the paper's filter: keep R(x, y) > tau (strict, as in the paper).
 
-  tau lies in [0, 1). tau = 0 keeps every sample with a positive reward, which is "keep
-  everything" for metric rewards but drops reward-0 samples.
+  tau lies in [0, 1). tau = 0 keeps everything, reward-0 samples included: the paper's "τ=0
+  keeps everything", so its "G=1 I=0" row trains on the whole grown set. (A strict R > 0 would
+  silently drop the reward-0 samples, e.g. every truncated sample scored 0 by Grow.)
   """
   tau: float
   name: ClassVar[str] = "threshold"
@@ -185,6 +186,8 @@ class Threshold(Filter):
     object.__setattr__(self, "tau", _check_number(self.name, "tau", self.tau, 0.0, 1.0, False))
 
   def _select(self, source_id, reward, sample_key):
+    if self.tau == 0.0:
+      return np.ones(reward.shape, dtype=bool)
     return reward > self.tau
 
 
@@ -592,8 +595,8 @@ def describe_empty(result: FilterResult, round_index: int) -> str:
     return text + (" No sample scored reward 1; sample more outputs per source or check the "
                    "verifier.")
   if result.reward_max <= 0.0:
-    return text + (" Every reward is 0 and thresholds keep only R > tau; check the reward "
-                   "function before lowering thresholds.")
+    return text + (" Every reward is 0 and thresholds tau > 0 keep only R > tau; check the "
+                   "reward function before lowering thresholds.")
   return text + (f" Lower the threshold below the max reward {result.reward_max:.4f}; a useful "
                  f"threshold lies between the mean ({result.reward_mean:.4f}) and the max, e.g. "
                  f"threshold:tau={_suggest_tau(result.reward_mean, result.reward_max)}.")

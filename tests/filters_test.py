@@ -37,7 +37,17 @@ def _per_source_reference(columns, keep_fn):
 def test_threshold_is_strict():
   columns = _columns([0, 0, 1, 1], [0.0, 0.7, 0.70001, 1.0])
   np.testing.assert_array_equal(F.Threshold(0.7)(columns), [False, False, True, True])
-  np.testing.assert_array_equal(F.Threshold(0.0)(columns), [False, True, True, True])
+  np.testing.assert_array_equal(F.Threshold(0.01)(columns), [False, True, True, True])
+
+
+def test_tau_zero_keeps_the_whole_grown_set():
+  """The paper's "G=1 I=0" row (τ = 0) trains on everything, reward-0 samples included."""
+  columns = _columns([0, 0, 1, 1, 1], [0.0, 0.7, 0.0, 1.0, 0.3],
+                     is_original=[False, False, False, False, True])
+  np.testing.assert_array_equal(F.Threshold(0.0)(columns), np.ones(5, bool))
+  for original_data in ("keep", "filter"):
+    result = F.apply_filter(columns, "threshold:tau=0.0", original_data)
+    assert result.num_kept == columns.num_rows
 
 
 @pytest.mark.parametrize("p", [0.0, 25.0, 50.0, 90.0, 99.5])
