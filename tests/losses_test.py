@@ -202,6 +202,35 @@ def test_value_pretrain_discounted_return_matches_numpy():
   np.testing.assert_allclose(loss, 2.0 * total / 5.0, rtol=1e-5)
 
 
+# Losses whose per-token weights can be negative (reward below a baseline, negative advantage).
+NEGATIVE_WEIGHT_CASES = [("reward_weighted_nll", {"baseline": 0.5}),
+                         ("oac", {"value_coef": 0.0})]
+
+
+@pytest.mark.parametrize("name,overrides", NEGATIVE_WEIGHT_CASES)
+def test_negative_weight_losses_are_bounded_below(name, overrides):
+  """Driving negatively weighted tokens to probability ~0 must not pay without limit."""
+  arrays = random_arrays(14)
+  values = jnp.ones((B, T))  # OAC: advantages r - 1 < 0 everywhere.
+  # Reward-weighted with baseline 0.5: example 1 (r = 0.3) has weight -0.2.
+  negative_rows = [0, 1] if name == "oac" else [1]
+  # log pi(y_t): the policy has ruled out every target of the negatively weighted rows.
+  logprobs = jnp.full((B, T), -1.0).at[jnp.asarray(negative_rows)].set(-1e4)
+  inputs = build_inputs(arrays, values=values, token_logprobs=logprobs)
+  cap = losses.make_config(name, **overrides).negative_nll_cap
+  loss, _ = run_loss(name, inputs, **overrides)
+  most_negative = 1.0 if name == "oac" else 0.2
+  assert float(loss) >= -most_negative * cap - 1e-5, float(loss)
+  # The capped tokens get no more push-down; 'zero' ignores them; 'unbounded' is the old form.
+  grad = jax.grad(lambda lp: run_loss(name, inputs.replace(token_logprobs=lp), **overrides)[0])(
+      logprobs)
+  np.testing.assert_array_equal(np.asarray(grad)[negative_rows], 0.0)
+  zero, _ = run_loss(name, inputs, negative_weights="zero", **overrides)
+  assert float(zero) >= 0.0
+  unbounded, _ = run_loss(name, inputs, negative_weights="unbounded", **overrides)
+  assert float(unbounded) < -100.0
+
+
 # ----------------------------------------------------------------------------------------------
 # Properties every loss must have.
 
@@ -384,6 +413,11 @@ def test_unknown_hyper_parameter_lists_valid_ones():
     ("bvmpo", "top_fraction", 0.0, r"BVMPOConfig.top_fraction=0.0 .* \(0.0, 1.0\]"),
     ("bvmpo", "anneal_steps", 0, r"BVMPOConfig.anneal_steps=0"),
     ("oac", "gamma", 1.5, r"OACConfig.gamma=1.5"),
+    ("oac", "negative_weights", "clip",
+     r"OACConfig.negative_weights='clip' is not allowed; allowed: \['cap_nll', 'zero', "
+     r"'unbounded'\]"),
+    ("reward_weighted_nll", "negative_nll_cap", 0.0,
+     r"RewardWeightedConfig.negative_nll_cap=0.0 .* \(0.0, inf\]"),
     ("reward_weighted_nll", "baseline", float("nan"), r"RewardWeightedConfig.baseline=nan"),
 ])
 def test_invalid_hyper_parameter_names_field_and_range(name, field, value, pattern):

@@ -61,6 +61,12 @@ def no_params(config: Any) -> dict:
   return {}
 
 
+def same_config(config: Any, num_steps: int) -> Any:
+  """`for_phase` of a loss whose hyper-parameters do not depend on the phase length."""
+  del num_steps
+  return config
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """A registered loss: its function, hyper-parameters and what it needs from the trainer."""
@@ -71,6 +77,9 @@ class LossSpec:
   requires: frozenset[str] = frozenset()
   init_params: Callable[[Any], dict] = no_params
   needs_value_head: bool = False
+  # (config, phase length in optimizer steps) -> the config that phase trains with: fills in
+  # hyper-parameters defined relative to the phase (BVMPO's anneal length). The trainer calls it.
+  for_phase: Callable[[Any, int], Any] = same_config
 
   def __post_init__(self):
     unknown = sorted(set(self.requires) - set(OPTIONAL_INPUTS))
@@ -131,6 +140,14 @@ def require_in_range(
     right = "]" if high_inclusive else ")"
     raise ValueError(f"{type(config).__name__}.{field}={value!r} is outside the allowed "
                      f"range {left}{low}, {high}{right}")
+
+
+def require_choice(config: Any, field: str, allowed: tuple[str, ...]) -> None:
+  """Config validation: raises ValueError naming the field, its value and the allowed values."""
+  value = getattr(config, field)
+  if value not in allowed:
+    raise ValueError(f"{type(config).__name__}.{field}={value!r} is not allowed; allowed: "
+                     f"{list(allowed)}")
 
 
 def require_int_in_range(config: Any, field: str, low: int, high: float = math.inf) -> None:

@@ -17,11 +17,19 @@ annealed from 1 to 1e-5, and a state-value critic pretrained by behaviour value 
                KL(pi_prev || pi_theta); alpha = softplus(alpha_unconstrained) + 1e-8 is learned.
   BC anchor    lambda(step) * mean KL(pi_BC || pi_theta) with the log-linear schedule
                lambda = start * (end / start)^min(step / N, 1), from `kl_bc_start` = 1 to
-               `kl_bc_end` = 1e-5 over N = `anneal_steps` optimizer steps of the round.
+               `kl_bc_end` = 1e-5 over N = `anneal_steps` optimizer steps of the round. By
+               default (`anneal_steps=None`) N is the Improve round's length
+               (`TrainPhaseConfig.max_steps`, filled in by `LossSpec.for_phase`), so lambda
+               reaches 1e-5 as the round ends; it restarts at 1 in every round.
   critic       value_coef * mean 0.5 * (G_t - V(s_t))^2 so the critic keeps training.
 
 "mean over valid tokens" is the package-wide normalisation
 sum_{b,t} w_b m_bt x_bt / max(sum_{b,t} w_b m_bt, 1) (see `sequence_math`).
+
+KL terms and dropout: `pi_prev` and `pi_BC` are evaluated with the policy pass's dropout key
+(see `train`), so identical parameters give KL = 0 with dropout on. `pi_prev` is refreshed from
+the policy every `ImproveConfig.trust_region_sync_every` steps (V-MPO's target network), and
+eta, alpha have their own optimizer (`optim.with_dual_optimizer`).
 
 Defaults: eps_eta = 0.1 and eps_alpha = 0.01 (the paper gives none; these are in the range the
 V-MPO paper used), eta_init = 1, alpha_init = 5 (V-MPO's discrete-action initial values).
@@ -39,6 +47,9 @@ from rest_jax.losses import base
 from rest_jax.losses import sequence_math
 
 DUAL_FLOOR = 1e-8
+# Anneal length used when the loss runs outside a training phase with `anneal_steps=None` (unit
+# tests, direct calls): TrainPhaseConfig's default max_steps. The trainer always fills it in.
+UNBOUND_ANNEAL_STEPS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +64,7 @@ class BVMPOConfig:
   gamma: float = 1.0
   kl_bc_start: float = 1.0
   kl_bc_end: float = 1e-5
-  anneal_steps: int = 10_000
+  anneal_steps: int | None = None  # None: the Improve round's length (see the module doc).
   value_coef: float = 1.0
 
   def __post_init__(self):
@@ -65,7 +76,8 @@ class BVMPOConfig:
     base.require_in_range(self, "gamma", 0.0, 1.0, low_inclusive=False)
     base.require_in_range(self, "kl_bc_start", 0.0, low_inclusive=False)
     base.require_in_range(self, "kl_bc_end", 0.0, low_inclusive=False)
-    base.require_int_in_range(self, "anneal_steps", 1)
+    if self.anneal_steps is not None:
+      base.require_int_in_range(self, "anneal_steps", 1)
     base.require_in_range(self, "value_coef", 0.0)
 
 
@@ -91,9 +103,17 @@ def init_dual_params(config: BVMPOConfig) -> dict:
   }
 
 
+def for_phase(config: BVMPOConfig, num_steps: int) -> BVMPOConfig:
+  """The config of a round of `num_steps` steps: `anneal_steps=None` becomes `num_steps`."""
+  if config.anneal_steps is not None:
+    return config
+  return dataclasses.replace(config, anneal_steps=max(int(num_steps), 1))
+
+
 def kl_bc_coefficient(step: jax.Array, config: BVMPOConfig) -> jax.Array:
   """lambda(step): log-linear from kl_bc_start at step 0 to kl_bc_end at anneal_steps."""
-  progress = jnp.clip(jnp.asarray(step, jnp.float32) / config.anneal_steps, 0.0, 1.0)
+  anneal_steps = UNBOUND_ANNEAL_STEPS if config.anneal_steps is None else config.anneal_steps
+  progress = jnp.clip(jnp.asarray(step, jnp.float32) / anneal_steps, 0.0, 1.0)
   log_start, log_end = math.log(config.kl_bc_start), math.log(config.kl_bc_end)
   return jnp.exp(log_start + progress * (log_end - log_start))
 
@@ -221,4 +241,4 @@ def bvmpo_loss(
 
 SPEC = base.LossSpec(
     name="bvmpo", fn=bvmpo_loss, config_cls=BVMPOConfig, requires=REQUIRES,
-    init_params=init_dual_params, needs_value_head=True)
+    init_params=init_dual_params, needs_value_head=True, for_phase=for_phase)

@@ -9,10 +9,14 @@ the value of the behaviour policy that produced the data ("behaviour value estim
                   advantages start from a sensible critic; the policy gets no gradient.
   oac:            the same critic term plus the policy-gradient term
                   mean_t -sg(G_t - V(s_t)) * log pi_theta(y_t | s_t), optionally with the
-                  advantages standardised (mean/std over valid tokens) first.
+                  advantages standardised (mean/std over valid tokens) first, negative
+                  advantages bounded as below.
 
 The paper gives no exact OAC equation; this is the plain one-step advantage actor-critic on
 fixed data, with the critic kept in the same objective so it tracks the data it is fitted on.
+Tokens with a negative advantage would make the policy term unbounded below (driving them to
+probability 0 always pays); `negative_weights` bounds it (`sequence_math.signed_weighted_nll`):
+by default ("cap_nll") their NLL counts only up to `negative_nll_cap`.
 "mean" is the package-wide normalisation sum_{b,t} w_b m_bt x_bt / max(sum_{b,t} w_b m_bt, 1)
 (see `sequence_math`).
 """
@@ -41,15 +45,24 @@ class ValuePretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OACConfig(ValuePretrainConfig):
-  """Adds normalize_advantages: standardise advantages over the batch's valid tokens."""
+  """Adds to the critic's settings:
+
+  normalize_advantages: standardise advantages over the batch's valid tokens.
+  negative_weights: how negative-advantage tokens count ('cap_nll', 'zero' or 'unbounded').
+  negative_nll_cap: > 0, the NLL at which 'cap_nll' stops pushing such a token down.
+  """
 
   normalize_advantages: bool = False
+  negative_weights: str = "cap_nll"
+  negative_nll_cap: float = 5.0
 
   def __post_init__(self):
     super().__post_init__()
     if not isinstance(self.normalize_advantages, bool):
       raise TypeError(f"OACConfig.normalize_advantages must be a bool, "
                       f"got {self.normalize_advantages!r}")
+    base.require_choice(self, "negative_weights", sequence_math.NEGATIVE_WEIGHT_MODES)
+    base.require_in_range(self, "negative_nll_cap", 0.0, low_inclusive=False)
 
 
 def _critic_terms(inputs: base.LossInputs, gamma: float):
@@ -91,7 +104,9 @@ def oac_loss(
     mean, std = sequence_math.weighted_moments(advantages_BxT, token_weights_BxT)
     advantages_BxT = (advantages_BxT - mean) / (std + 1e-6)
   nll_BxT = -inputs.token_logprobs.astype(jnp.float32)
-  policy_loss = sequence_math.weighted_token_mean(advantages_BxT * nll_BxT, token_weights_BxT)
+  policy_loss = sequence_math.weighted_token_mean(
+      sequence_math.signed_weighted_nll(advantages_BxT, nll_BxT, config.negative_weights,
+                                        config.negative_nll_cap), token_weights_BxT)
   loss = policy_loss + config.value_coef * value_loss
   metrics.update(
       loss=loss,

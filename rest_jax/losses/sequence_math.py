@@ -111,6 +111,39 @@ def truncated_returns(
   return returns_BxT
 
 
+# How a token with a negative weight (reward below a baseline, negative advantage) enters the
+# NLL-weighted losses; see `signed_weighted_nll`.
+NEGATIVE_WEIGHT_MODES = ("cap_nll", "zero", "unbounded")
+
+
+def signed_weighted_nll(
+    weights_BxT: jax.Array, nll_BxT: jax.Array, mode: str, nll_cap: float
+) -> jax.Array:
+  """Per-token w * NLL with the negative-weight part bounded below; w is stop-gradient.
+
+  A negative w makes w * NLL decrease without limit as pi(y_t) -> 0, so the loss is unbounded
+  below and a few negative examples can dominate training by driving tokens to probability 0.
+
+    cap_nll:    w * min(NLL, nll_cap) where w < 0: the push-down stops once
+                pi(y_t) < exp(-nll_cap); the token's term is >= w * nll_cap.
+    zero:       max(w, 0) * NLL: negative examples are ignored.
+    unbounded:  w * NLL, no bound (the textbook form).
+
+  Positive weights are always w * NLL (>= 0).
+  """
+  weights_BxT = jax.lax.stop_gradient(weights_BxT.astype(jnp.float32))
+  nll_BxT = nll_BxT.astype(jnp.float32)
+  negative = weights_BxT < 0
+  if mode == "cap_nll":
+    return weights_BxT * jnp.where(negative, jnp.minimum(nll_BxT, nll_cap), nll_BxT)
+  if mode == "zero":
+    return jnp.maximum(weights_BxT, 0.0) * nll_BxT
+  if mode == "unbounded":
+    return weights_BxT * nll_BxT
+  raise ValueError(f"negative_weights={mode!r} is not allowed; allowed: "
+                   f"{list(NEGATIVE_WEIGHT_MODES)}")
+
+
 def value_regression_loss(
     values_BxT: jax.Array, returns_BxT: jax.Array, token_weights_BxT: jax.Array
 ) -> jax.Array:
