@@ -113,7 +113,13 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """AdamW with linear warm-up then decay, and global-norm gradient clipping."""
+  """AdamW with linear warm-up then decay, and global-norm gradient clipping.
+
+  `dual_learning_rate` is the constant Adam rate of a loss's dual variables (BVMPO's eta and
+  alpha), which have their own optimizer (see `optim.with_dual_optimizer`): no warm-up, decay,
+  clipping or per-round scaling. 1e-2 (the dual rate of Acme's MPO agent) moves a dual by up to
+  ~0.01 (unconstrained units) per step.
+  """
 
   learning_rate: float = 1e-3
   warmup_steps: int = 100
@@ -125,10 +131,13 @@ class OptimizerConfig:
   eps: float = 1e-9
   weight_decay: float = 0.0
   grad_clip_norm: float | None = 1.0
+  dual_learning_rate: float = 1e-2
 
   def __post_init__(self):
     name = "OptimizerConfig"
     _require(self.learning_rate > 0, name, "learning_rate", self.learning_rate, "must be > 0")
+    _require(self.dual_learning_rate > 0, name, "dual_learning_rate", self.dual_learning_rate,
+             "must be > 0")
     _require(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, name,
              "warmup_steps", self.warmup_steps, "expected an integer >= 0")
     _require(self.decay in LR_DECAYS, name, "decay", self.decay, f"allowed: {LR_DECAYS}")

@@ -10,6 +10,19 @@ Batches are dicts of arrays with a leading batch dimension:
   inputs [B,S] int32 and targets [B,T] int32 (PAD=0 right padding, EOS-terminated; required);
   rewards [B] float32, weights [B] float32, behaviour_logprobs [B,T] float32 (optional).
 Padding positions never enter a loss: the mask is `targets != PAD`.
+
+Dropout and frozen copies. With dropout on, the policy pass is a random thinned network. Frozen
+logits that enter a KL term (`bc_logits`, `prev_logits`) are computed with the *same* dropout
+key, so both sides of the KL are the same thinned network and the KL between identical
+parameters is exactly 0: comparing a dropout pass with a deterministic one would report a KL
+from the noise alone (and drive BVMPO's trust-region multiplier up for nothing). Frozen
+log-probs used as rewards or weights (`bc_token_logprobs`, GOLD's `lagged_token_logprobs`) are
+computed deterministically, as the loss definitions assume.
+
+Frozen copies refreshed from the policy during a phase: GOLD's lagged policy every
+`lagged_sync_every` steps and BVMPO's trust-region reference (`prev_params`, V-MPO's target
+network) every `trust_region_sync_every` steps; 0 never refreshes (the copy stays at the round's
+starting policy).
 """
 
 from __future__ import annotations
@@ -41,9 +54,11 @@ def check_batch(batch: dict[str, Any]) -> None:
       raise ValueError(f"Batch is missing {key!r}; required keys: ('inputs', 'targets').")
 
 
-def _frozen_logits(model, params, batch):
+def _frozen_logits(model, params, batch, deterministic=True, rng=None):
+  rngs = None if deterministic else {"dropout": rng}
   return jax.lax.stop_gradient(model.apply({"params": params}, batch["inputs"],
-                                           batch["targets"]))
+                                           batch["targets"], deterministic=deterministic,
+                                           rngs=rngs))
 
 
 def build_loss_inputs(model: Transformer, spec: loss_base.LossSpec, params: Any,
@@ -57,18 +72,22 @@ def build_loss_inputs(model: Transformer, spec: loss_base.LossSpec, params: Any,
   logits, values = outputs if "values" in needs else (outputs, None)
   b = targets.shape[0]
   extras: dict[str, Any] = {}
+  # KL references share the policy pass's dropout key (see the module docstring).
+  kl_reference = lambda frozen: _frozen_logits(model, frozen, batch, deterministic, rng)
   if needs & {"bc_logits", "bc_token_logprobs"}:
     _require_frozen(state.bc_params, "bc_params", spec.name)
-    bc_logits = _frozen_logits(model, state.bc_params, batch)
-    extras["bc_logits"] = bc_logits if "bc_logits" in needs else None
-    extras["bc_token_logprobs"] = token_log_probs(bc_logits, targets)
+  if "bc_logits" in needs:
+    extras["bc_logits"] = kl_reference(state.bc_params)
+  if "bc_token_logprobs" in needs:
+    extras["bc_token_logprobs"] = token_log_probs(
+        _frozen_logits(model, state.bc_params, batch), targets)
   if "lagged_token_logprobs" in needs:
     _require_frozen(state.lagged_params, "lagged_params", spec.name)
     extras["lagged_token_logprobs"] = token_log_probs(
         _frozen_logits(model, state.lagged_params, batch), targets)
   if "prev_logits" in needs:
     _require_frozen(state.prev_params, "prev_params", spec.name)
-    extras["prev_logits"] = _frozen_logits(model, state.prev_params, batch)
+    extras["prev_logits"] = kl_reference(state.prev_params)
   if "behaviour_token_logprobs" in needs:
     if "behaviour_logprobs" not in batch:
       raise ValueError(f"Loss {spec.name!r} needs the batch key 'behaviour_logprobs'.")
@@ -89,21 +108,26 @@ def _require_frozen(value, field, loss_name):
 
 def make_train_step(model: Transformer, spec: loss_base.LossSpec, loss_config: Any,
                     tx: optax.GradientTransformation, state_shardings: PolicyState, mesh: Mesh,
-                    *, lagged_sync_every: int = 0, dropout: bool = True
+                    *, lagged_sync_every: int = 0, trust_region_sync_every: int = 0,
+                    dropout: bool = True
                     ) -> Callable[[PolicyState, Batch, jax.Array], tuple[PolicyState, dict]]:
   """A jitted, state-donating train step for loss `spec`.
 
   `lagged_sync_every` > 0 refreshes `state.lagged_params` from the policy every that many round
-  steps (GOLD's lagged importance-weight policy).
+  steps (GOLD's lagged importance-weight policy); `trust_region_sync_every` > 0 does the same
+  for `state.prev_params` (V-MPO's trust-region target). Both sync before the step's update.
   """
   if spec.needs_value_head and not model.config.value_head:
     raise ValueError(f"Loss {spec.name!r} needs a value head: set ModelConfig.value_head=True.")
+  for field, value in (("lagged_sync_every", lagged_sync_every),
+                       ("trust_region_sync_every", trust_region_sync_every)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"make_train_step: {field}={value!r} is invalid: expected an integer "
+                       ">= 0 (0 = never refresh).")
 
   def step(state: PolicyState, batch: Batch, rng: jax.Array):
-    if lagged_sync_every and state.lagged_params is not None:
-      sync = state.round_step % lagged_sync_every == 0
-      state = state.replace(lagged_params=jax.tree_util.tree_map(
-          lambda lag, cur: jnp.where(sync, cur, lag), state.lagged_params, state.params))
+    state = _refresh(state, "lagged_params", lagged_sync_every)
+    state = _refresh(state, "prev_params", trust_region_sync_every)
 
     def loss_fn(trainable):
       inputs = build_loss_inputs(model, spec, trainable["params"], state, batch, rng,
@@ -123,6 +147,16 @@ def make_train_step(model: Transformer, spec: loss_base.LossSpec, loss_config: A
   repl = sharding_lib.replicated(mesh)
   return jax.jit(step, in_shardings=(state_shardings, None, repl),
                  out_shardings=(state_shardings, repl), donate_argnums=(0,))
+
+
+def _refresh(state: PolicyState, field: str, every: int) -> PolicyState:
+  """`state` with frozen copy `field` set to the policy params when round_step % every == 0."""
+  frozen = getattr(state, field)
+  if not every or frozen is None:
+    return state
+  sync = state.round_step % every == 0
+  return state.replace(**{field: jax.tree_util.tree_map(
+      lambda old, current: jnp.where(sync, current, old), frozen, state.params)})
 
 
 def make_eval_step(model: Transformer, mesh: Mesh, param_shardings: Any

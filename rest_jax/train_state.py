@@ -40,6 +40,28 @@ class PolicyState:
     return {"params": self.params, "loss_params": self.loss_params}
 
 
+def _optimizer_state_shardings(opt_state: Any, trainable_shardings: Any, replicated: Any):
+  """Each optimizer-state leaf gets the sharding of the trainable leaf it mirrors, else
+  `replicated`.
+
+  A leaf mirrors trainable leaf `['params'][...]['kernel']` when its key path ends with that
+  path (Adam's `mu[...]`, `nu[...]`, under any nesting of chains and partitions). Matching by
+  path works for `optim.with_dual_optimizer`'s partitioned state, where
+  `optax.tree_utils.tree_map_params` cannot trace the label function.
+  """
+  by_path = {tuple(str(k) for k in path): sharding for path, sharding
+             in jax.tree_util.tree_flatten_with_path(trainable_shardings)[0]}
+
+  def pick(path, _):
+    keys = tuple(str(k) for k in path)
+    for start in range(len(keys)):
+      if keys[start:] in by_path:
+        return by_path[keys[start:]]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, opt_state)
+
+
 def _dummy_batch(max_source_len: int, max_target_len: int):
   return (jnp.ones((1, max_source_len), jnp.int32), jnp.ones((1, max_target_len), jnp.int32))
 
@@ -68,12 +90,12 @@ class StateFactory:
 
   # ------------------------------------------------------------------------ shardings
   def state_shardings(self, abstract_state: PolicyState, tx: optax.GradientTransformation):
+    del tx  # The optimizer state's layout is read from abstract_state.opt_state.
     repl = self.replicated
     loss_param_shardings = jax.tree_util.tree_map(lambda _: repl, abstract_state.loss_params)
     trainable_shardings = {"params": self.param_shardings, "loss_params": loss_param_shardings}
-    opt_shardings = optax.tree_utils.tree_map_params(
-        tx, lambda _, s: s, abstract_state.opt_state, trainable_shardings,
-        transform_non_params=lambda _: repl)
+    opt_shardings = _optimizer_state_shardings(abstract_state.opt_state, trainable_shardings,
+                                               repl)
     frozen = {f: (None if getattr(abstract_state, f) is None else self.param_shardings)
               for f in FROZEN_FIELDS}
     return PolicyState(step=repl, round_step=repl, params=self.param_shardings,

@@ -1,4 +1,5 @@
-"""BVMPO: hand-computed total, top-half selection, annealing, dual-variable dynamics, rlax parity.
+"""BVMPO: hand-computed total, top-half selection, annealing, dual-variable dynamics, rlax parity,
+the duals' own optimizer and the anneal length tied to the round.
 
 Generic properties (masking, zero weights, stop-gradients, jit) are covered for every loss,
 BVMPO included, in losses_test.py.
@@ -10,7 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rest_jax import losses
+import optax
+
+from rest_jax import losses, optim
+from rest_jax.configs import OptimizerConfig
 from rest_jax.losses import base
 from rest_jax.losses import bvmpo
 
@@ -271,3 +275,59 @@ def test_tiny_temperature_and_large_advantages_stay_finite():
   for leaf in jax.tree.leaves(grads):
     assert np.all(np.isfinite(leaf))
   np.testing.assert_allclose(metrics["effective_sample_size"], 1.0, rtol=1e-5)
+
+
+def _dual_moves(tx, case, config, num_steps):
+  """How far (unconstrained units) eta and alpha move in `num_steps` updates of `tx`, which
+  trains them together with the policy logits (the trainer's {"params", "loss_params"} tree)."""
+  trainable = {"params": {"logits": jnp.asarray(case["logits"])},
+               "loss_params": bvmpo.init_dual_params(config)}
+  start = dict(trainable["loss_params"])
+  grad_fn = jax.jit(jax.grad(lambda t: bvmpo.bvmpo_loss(
+      to_inputs(case, logits=t["params"]["logits"]), t["loss_params"], config)[0]))
+  opt_state = tx.init(trainable)
+  for _ in range(num_steps):
+    updates, opt_state = tx.update(grad_fn(trainable), opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+  return {k: float(trainable["loss_params"][k] - start[k]) for k in start}
+
+
+def test_duals_move_measurably_with_their_own_optimizer():
+  # Peaked E-step weights (KL(psi || uniform) >> eps_eta) and a violated trust region
+  # (KL(prev || theta) >> eps_alpha): both duals should rise steadily.
+  values = np.array([[0.0, -2.0, -4.0, -6.0], [-8.0, -10.0, -12.0, -14.0]])
+  case = make_case(9, np.ones((B, T)), [1.0, 1.0], values=values)
+  case["prev_logits"] = 10.0 * case["prev_logits"]
+  config = losses.make_config("bvmpo")
+  # base.gin's Improve optimizer: lr 3e-4, 50 warm-up steps, constant.
+  opt = OptimizerConfig(learning_rate=3e-4, warmup_steps=50, decay="constant")
+  moved = _dual_moves(optim.with_dual_optimizer(optim.make_optimizer(opt), opt), case, config,
+                      num_steps=100)
+  assert moved["eta_unconstrained"] > 0.5 and moved["alpha_unconstrained"] > 0.5, moved
+  # Under the policy's AdamW (the old wiring) the same 100 steps barely move them.
+  shared = _dual_moves(optim.make_optimizer(opt), case, config, num_steps=100)
+  assert abs(shared["eta_unconstrained"]) < 0.05 and abs(shared["alpha_unconstrained"]) < 0.05
+
+
+def test_dual_optimizer_ignores_the_policy_learning_rate_scale():
+  opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, decay="constant")
+  tx = optim.with_dual_optimizer(optim.make_optimizer(opt), opt)
+  trainable = {"params": {"w": jnp.ones((2, 2))}, "loss_params": {"eta": jnp.zeros(())}}
+  grads = jax.tree.map(jnp.ones_like, trainable)
+  full, _ = tx.update(grads, tx.init(trainable), trainable)
+  scaled, _ = tx.update(grads, optim.set_lr_scale(tx.init(trainable), 0.25), trainable)
+  np.testing.assert_allclose(scaled["params"]["w"], 0.25 * full["params"]["w"], rtol=1e-6)
+  np.testing.assert_allclose(scaled["loss_params"]["eta"], full["loss_params"]["eta"])
+  np.testing.assert_allclose(full["loss_params"]["eta"], -opt.dual_learning_rate, rtol=1e-3)
+
+
+def test_anneal_length_defaults_to_the_phase_length():
+  config = losses.make_config("bvmpo")
+  assert config.anneal_steps is None
+  spec = losses.get_loss("bvmpo")
+  bound = spec.for_phase(config, 1000)
+  assert bound.anneal_steps == 1000
+  np.testing.assert_allclose(bvmpo.kl_bc_coefficient(jnp.asarray(1000), bound), 1e-5,
+                             rtol=1e-5)
+  # An explicit anneal length is kept.
+  assert spec.for_phase(losses.make_config("bvmpo", anneal_steps=30), 1000).anneal_steps == 30

@@ -1,11 +1,12 @@
-"""BC train step: padding masks, learning a reverse task, validation loss, checkpoint round trip."""
+"""Train step: padding masks, learning a reverse task, validation loss, checkpoint round trip,
+dropout-matched KL references and the trust-region reference refresh."""
 
 import jax
 import numpy as np
 import pytest
 
 import toy_setup
-from rest_jax import batching, checkpointing, train
+from rest_jax import batching, checkpointing, optim, train
 from rest_jax.configs import OptimizerConfig
 from rest_jax.losses import registry
 
@@ -88,3 +89,56 @@ def test_restore_with_wrong_model_is_a_clear_error(tmp_path):
     ckpt.restore(abstract)
   with pytest.raises(checkpointing.CheckpointError, match="available steps"):
     ckpt.restore(abstract, step=5)
+
+
+def _bvmpo_setup(mesh, dropout_rate=0.0, trust_region_sync_every=0):
+  """A toy policy with a value head, BVMPO's frozen copies and its own dual optimizer."""
+  model = toy_setup.toy_model(value_head=True, dropout_rate=dropout_rate)
+  spec = registry.get_loss("bvmpo")
+  config = spec.for_phase(registry.make_config("bvmpo"), 20)
+  opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay="constant")
+  tx = optim.with_dual_optimizer(optim.make_optimizer(opt), opt)
+  factory, _, state, _ = toy_setup.factory_and_state(model, mesh)
+  state, shardings = factory.start_phase(
+      state.params, state.step, tx, spec.init_params(config),
+      {"bc_params": state.params, "prev_params": state.params})
+  step = train.make_train_step(model, spec, config, tx, shardings, mesh,
+                               trust_region_sync_every=trust_region_sync_every)
+  src, tgt = toy_setup.reverse_task(8, 6, seed=4)
+  batch = {"inputs": src, "targets": tgt, "rewards": np.linspace(0, 1, 8).astype(np.float32)}
+  return model, spec, state, step, batch
+
+
+def test_kl_of_identical_policies_is_zero_with_dropout():
+  """The KL references (BC prior, trust-region reference) share the policy pass's dropout key:
+  identical parameters give KL 0, not a KL made of dropout noise."""
+  mesh = toy_setup.mesh()
+  model, spec, state, _, batch = _bvmpo_setup(mesh, dropout_rate=0.3)
+  inputs = train.build_loss_inputs(model, spec, state.params, state, batch,
+                                   jax.random.PRNGKey(3), deterministic=False)
+  deterministic = model.apply({"params": state.params}, batch["inputs"], batch["targets"])
+  assert np.abs(np.asarray(inputs.logits) - np.asarray(deterministic)).max() > 1e-3  # dropout on
+  _, metrics = spec.fn(inputs, spec.init_params(registry.make_config("bvmpo")),
+                       registry.make_config("bvmpo"))
+  np.testing.assert_allclose(metrics["kl_prev"], 0.0, atol=1e-6)
+  np.testing.assert_allclose(metrics["kl_bc"], 0.0, atol=1e-6)
+
+
+def test_trust_region_reference_is_refreshed_every_k_steps():
+  mesh = toy_setup.mesh(data=2)
+  *_, state, step, batch = _bvmpo_setup(mesh, trust_region_sync_every=3)
+  leaf = lambda params: np.asarray(jax.tree_util.tree_leaves(params)[0]).copy()
+  start = leaf(state.params)
+  policy_at = {}
+  for i in range(5):
+    policy_at[i] = leaf(state.params)  # The policy before step i.
+    state, metrics = step(state, batch, jax.random.PRNGKey(i))
+    # Steps 0..2 compare with the round's start; from step 3 on with the policy before step 3.
+    expected = policy_at[3] if i >= 3 else start
+    np.testing.assert_array_equal(leaf(state.prev_params), expected, err_msg=f"step {i}")
+  assert not np.array_equal(policy_at[3], start)
+  # With refresh off the reference stays at the round's start.
+  *_, state, step, batch = _bvmpo_setup(mesh, trust_region_sync_every=0)
+  for i in range(4):
+    state, _ = step(state, batch, jax.random.PRNGKey(i))
+  np.testing.assert_array_equal(leaf(state.prev_params), start)
