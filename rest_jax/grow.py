@@ -7,6 +7,27 @@ number of processes: a regenerated shard is identical to the one an uninterrupte
 a multi-process Grow produces the same records as a single process. Each source's human
 reference is scored too and stored as the `is_original` record, so Improve can keep the
 original data intact or filter it like the samples.
+
+Behaviour log-probs. A sample's `behaviour_logprobs` are the per-token log-probs of the
+distribution it was actually drawn from (temperature, top-k and top-p applied), so an
+importance-weighted loss can use them as pi_b. A human reference was drawn from no policy: its
+behaviour log-probs are unknown and stored as zeros, flagged by `is_original=True`; a loss that
+reads behaviour log-probs must not see originals (`ImproveConfig` refuses that combination).
+
+References and reference-based rewards. The reference is scored like a sample; under a
+reference-based reward (chrF, BLEU, exact match) that is its score against itself, i.e. the
+maximum. That is harmless with `original_data='keep'` (references are kept unfiltered and left
+out of per-source statistics) or `'drop'`, and meaningless with `'filter'` (every reference
+would pass every threshold and set `interpolate`'s per-source max), which `rest_loop.run`
+refuses.
+
+Truncated samples. A sample that reaches `max_decode_len` without EOS is unfinished. What Grow
+does with it is `GrowConfig.truncated_samples` (the paper is silent):
+  'zero_reward' (default)  stored, with reward 0: no threshold above 0 keeps it, and reward- or
+                           advantage-weighted losses count it as a failure; still inspectable.
+  'drop'                   not stored at all.
+  'keep'                   stored and scored as if finished.
+A stored truncated sample carries no EOS, so a loss never teaches the policy to stop there.
 """
 
 from __future__ import annotations
@@ -29,20 +50,34 @@ from rest_jax.rewards.base import score_batch
 logger = logging.getLogger(__name__)
 
 
+TRUNCATED_SAMPLES = ("zero_reward", "drop", "keep")
+
+
 @dataclasses.dataclass(frozen=True)
 class GrowConfig:
-  num_samples: int = 8  # N samples per source.
-  temperature: float = 0.8
+  """How Grow samples and what it stores.
+
+  Toy defaults, sized for CPU tests and the embedded corpus. The paper sampled N=100 per source
+  on IWSLT14 (25 on WMT20, 1000 on the web domain) at temperature 0.8 (kept here) and decoded up
+  to 128 tokens; `experiments/iwslt14_de_en/*.gin` and `wmt20_zh_en/rest.gin` set those values.
+  """
+
+  num_samples: int = 8  # N samples per source. Toy default (paper: 100 IWSLT, 25 WMT).
+  temperature: float = 0.8  # The paper's.
   top_k: int = 0
   top_p: float = 1.0
-  max_decode_len: int = 64
+  max_decode_len: int = 64  # Toy default (paper: 128).
   max_sources: int | None = None  # Grow from the first M training sources only.
   sources_per_shard: int = 512
   batch_size: int = 64  # Sources per sampler call (global, across processes).
   seed: int = 0
+  # Samples cut at max_decode_len without EOS: 'zero_reward', 'drop' or 'keep' (module doc).
+  truncated_samples: str = "zero_reward"
 
   def __post_init__(self):
     self.sampling_config()  # Validates the sampling fields.
+    configs.check_choice("GrowConfig", "truncated_samples", self.truncated_samples,
+                         TRUNCATED_SAMPLES)
     for field in ("sources_per_shard", "batch_size"):
       value = getattr(self, field)
       if not isinstance(value, int) or value <= 0:
@@ -62,11 +97,14 @@ class GrowSummary:
   grow_step: int
   num_shards: int
   shards_written: int
+  num_truncated: int = 0  # Samples of the shards written here that ended without EOS.
 
 
 def _shard_records(examples: Sequence[Any], tokens: np.ndarray, logprobs: np.ndarray,
                    hyps: list[str], sample_rewards: np.ndarray, ref_rewards: np.ndarray,
-                   grow_step: int, policy_step: int, seed: int) -> grown_data.GrownRecords:
+                   grow_step: int, policy_step: int, seed: int,
+                   truncated_samples: str = "zero_reward") -> grown_data.GrownRecords:
+  """The records of one shard; `logprobs` are the sampling distribution's [C, N, T]."""
   n = tokens.shape[1]
   rows: dict[str, list] = {k: [] for k in ("source_id", "sample_index", "reward", "is_original",
                                            "source_tokens", "sample_tokens",
@@ -85,14 +123,20 @@ def _shard_records(examples: Sequence[Any], tokens: np.ndarray, logprobs: np.nda
 
   for b, ex in enumerate(examples):
     targets = np.asarray(ex.targets, np.int32)
+    # No policy produced the reference: behaviour log-probs unknown (zeros, is_original=True).
     add(ex, -1, ref_rewards[b], True, targets, np.zeros(len(targets), np.float32), ex.reference)
     for j in range(n if b < len(tokens) else 0):  # Sources past max_sources: original only.
       sample = strip_after_eos(tokens[b, j])
-      if (tokens[b, j] == EOS_ID).any():  # Samples cut at max_decode_len keep no EOS.
+      reward = sample_rewards[b, j]
+      if (tokens[b, j] == EOS_ID).any():
         sample = np.concatenate([sample, [EOS_ID]])
+      elif truncated_samples == "drop":  # Cut at max_decode_len: no EOS (module docstring).
+        continue
+      elif truncated_samples == "zero_reward":
+        reward = 0.0
       sample = sample.astype(np.int32)
-      add(ex, j, sample_rewards[b, j], False, sample,
-          logprobs[b, j, :len(sample)].astype(np.float32), hyps[b * n + j])
+      add(ex, j, reward, False, sample, logprobs[b, j, :len(sample)].astype(np.float32),
+          hyps[b * n + j])
   m = len(rows["source_id"])
   return grown_data.GrownRecords(
       source_id=np.asarray(rows["source_id"], np.int64),
@@ -133,7 +177,7 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
     raise ValueError(f"GrowConfig.batch_size={config.batch_size} must split evenly over "
                      f"{processes} processes and {sharding_lib.num_batch_shards(mesh)} "
                      "data-parallel shards.")
-  written = 0
+  written = truncated = 0
   base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), grow_step)
   bar = tqdm.tqdm(range(local_shards), desc=f"grow {grow_step} (shards)",
                   disable=me != 0)
@@ -157,16 +201,21 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
                               [ex.reference for ex in chunk])
     store.write_shard(shard_index, num_shards, _shard_records(
         chunk, tokens, logprobs, hyps, sample_rewards, ref_rewards, grow_step, policy_step,
-        config.seed))
+        config.seed, config.truncated_samples))
     written += 1
+    finished = (tokens == EOS_ID).any(-1)
+    truncated += int(finished.size - finished.sum())
   sharding_lib.barrier(f"grow{grow_step}_shards_written")  # Every shard exists before reading.
-  logger.info("Grow step %d: wrote %d shard(s) of %d.", grow_step, written, num_shards)
-  return GrowSummary(grow_step, num_shards, written)
+  logger.info("Grow step %d: wrote %d shard(s) of %d; %d sample(s) reached max_decode_len=%d "
+              "without EOS (truncated_samples=%r).", grow_step, written, num_shards, truncated,
+              config.max_decode_len, config.truncated_samples)
+  return GrowSummary(grow_step, num_shards, written, truncated)
 
 
 def _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch, source_len, mesh,
                   num_samples, max_decode_len):
-  """Samples every source of a chunk; returns (tokens [C,N,T], policy log-probs [C,N,T]).
+  """Samples every source of a chunk; returns (tokens [C,N,T], log-probs [C,N,T]) where the
+  log-probs are those of the sampling distribution (temperature, top-k, top-p applied).
 
   Makes ceil(chunk_slots / local_batch) sampler calls whatever len(chunk) is, so processes with
   fewer sources still join every collective call.
@@ -184,5 +233,5 @@ def _sample_chunk(chunk, chunk_slots, sampler, params, base_key, local_batch, so
     keys = sharding_lib.shard_batch(np.asarray(fold(base_key, ids)), mesh)
     out = sampler(params, inputs, keys)
     tokens.append(sharding_lib.local_to_host(out.tokens)[:real])
-    logprobs.append(sharding_lib.local_to_host(out.token_logprobs)[:real])
+    logprobs.append(sharding_lib.local_to_host(out.sample_logprobs)[:real])
   return np.concatenate(tokens), np.concatenate(logprobs)

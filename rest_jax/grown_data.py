@@ -10,7 +10,9 @@ processes, shard k is written by process k % process_count; every process reads 
 
 Each record: source id, source tokens and text, sample tokens and text, per-token behaviour
 log-probs, reward, grow step, policy step, seed, sample index (-1 for the human reference of the
-original data D, which is stored alongside its samples with `is_original=True`).
+original data D, which is stored alongside its samples with `is_original=True`). Behaviour
+log-probs are those of the distribution the sample was drawn from (temperature, top-k, top-p);
+an original's are unknown and stored as zeros (see `grow`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from rest_jax import fileio
 from rest_jax import filters as filters_lib
 
 # Bumped whenever what a Grow step writes changes meaning, so old grown data is never mixed in.
-FORMAT_VERSION = 2
+# 3: behaviour_logprobs are the sampling distribution's (were the policy's at temperature 1);
+# truncated samples follow GrowConfig.truncated_samples.
+FORMAT_VERSION = 3
 
 _RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
 _TEXT = ("source_text", "sample_text")
