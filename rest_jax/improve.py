@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainPhaseConfig:
+  """One training phase (BC, value pretraining or an Improve round).
+
+  Toy defaults (batch 64, 1000 steps) sized for CPU runs. The paper trains each Improve round
+  "while validation reward improves" and keeps the best checkpoint: set `max_steps`, `eval_every`
+  and `patience` per experiment (the IWSLT/WMT gin files do). BVMPO anneals its BC-KL weight
+  over `max_steps` (see `losses.bvmpo`).
+  """
   batch_size: int = 64
   max_steps: int = 1000
   optimizer: OptimizerConfig = OptimizerConfig()

@@ -9,7 +9,11 @@ uses a loss with a value head (BVMPO, OAC). Improve round i of Grow step g is re
 `G<g>I<i>`: round 0 uses the first filter of the schedule (the paper's τ = 0 row, "I=0"). BC is
 `G0I0`. Every round continues from the previous round's best policy with a lower learning rate
 (`ImproveConfig.lr_decay_per_round`), or — ReST-EM — the first round of each Grow step restarts
-from the BC policy (`restart_from="bc"`).
+from the BC policy (`restart_from="bc"`). Every phase starts a fresh optimizer: Adam moments, the
+warm-up (`improve/OptimizerConfig.warmup_steps`, 0 for none) and BVMPO's duals restart in every
+round. The decay exponent counts the rounds of the Grow step (`lr_decay_over='grow_step'`: each
+Grow step's first round trains at the full rate again) or of the whole run (`'run'`); the paper
+says only that each round continues with a lower learning rate.
 
 Checkpoints: one orbax manager under `<workdir>/checkpoints` holds either a full mid-phase state
 ("state", saved at each evaluation) or a phase-boundary policy ("policy"), ordered by
@@ -44,11 +48,14 @@ PHASE_STRIDE = 10**6
 ON_EMPTY = ("stop", "skip")
 RESTART_FROM = ("previous", "bc")
 ORIGINAL_DATA = ("keep", "filter", "drop")
+LR_DECAY_OVER = ("grow_step", "run")
 SELECTION_METRICS = ("mean_reward", "bleu", "chrf")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+  """Which task and how much of it. Toy defaults: the length limits (48) fit the embedded
+  corpus; the paper's IWSLT/WMT runs decode up to 128 tokens (set by their task gin files)."""
   task: str = "ding_de_en"
   max_source_len: int = 48  # Longer pairs are dropped (and counted), never truncated.
   max_target_len: int = 48
@@ -103,6 +110,8 @@ def _check_test_splits(splits: Any) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ImproveConfig:
+  """The Improve rounds of every Grow step. Toy default schedule: one τ=0 round (the paper's
+  "I=0" row); the paper ran 5 (IWSLT) / 4 (WMT) rounds with τ from [0, .7, .8, .9, .95, .99]."""
   filter_schedule: tuple[str, ...] = ("threshold:tau=0.0",)  # One filter per round.
   losses: tuple[str, ...] = ("bc",)  # One loss per round, or a single loss for every round.
   loss_overrides: Any = None  # {loss name: {hyper-parameter: value}}
@@ -110,7 +119,10 @@ class ImproveConfig:
   on_empty: str = "stop"  # A round whose filter keeps nothing: stop this Grow step, or skip.
   restart_from: str = "previous"
   lr_decay_per_round: float = 0.5  # Round i trains at learning_rate * decay ** i.
+  lr_decay_over: str = "grow_step"  # What i counts: rounds of the Grow step, or of the 'run'.
   lagged_sync_every: int = 50  # GOLD's lagged policy refresh (steps).
+  # BVMPO's trust-region reference (V-MPO's target network) refresh (steps); 0 = round start.
+  trust_region_sync_every: int = 100
   value_pretrain_steps: int = 200
   train: improve.TrainPhaseConfig = improve.TrainPhaseConfig()
 
@@ -118,6 +130,12 @@ class ImproveConfig:
     configs.check_choice("ImproveConfig", "original_data", self.original_data, ORIGINAL_DATA)
     configs.check_choice("ImproveConfig", "on_empty", self.on_empty, ON_EMPTY)
     configs.check_choice("ImproveConfig", "restart_from", self.restart_from, RESTART_FROM)
+    configs.check_choice("ImproveConfig", "lr_decay_over", self.lr_decay_over, LR_DECAY_OVER)
+    for field in ("lagged_sync_every", "trust_region_sync_every"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ImproveConfig.{field}={value!r} is invalid: expected an integer "
+                         ">= 0 (0 = never refresh).")
     filters.make_schedule(list(self.filter_schedule))  # Raises on a bad or falling schedule.
     if len(self.losses) not in (1, len(self.filter_schedule)):
       raise ValueError(f"ImproveConfig.losses has {len(self.losses)} entries; expected 1 or one "
@@ -129,6 +147,13 @@ class ImproveConfig:
     if not 0 < self.lr_decay_per_round <= 1:
       raise ValueError(f"ImproveConfig.lr_decay_per_round={self.lr_decay_per_round!r} is "
                        "invalid: expected 0 < decay <= 1.")
+    needs_behaviour = [n for n in self.losses
+                       if "behaviour_token_logprobs" in loss_registry.get_loss(n).requires]
+    if needs_behaviour and self.original_data != "drop":
+      raise ValueError(f"ImproveConfig.original_data={self.original_data!r} with loss(es) "
+                       f"{needs_behaviour}, which read behaviour log-probs: the human references "
+                       "have none (no policy sampled them). Set original_data='drop'.")
+    self.value_pretrain_config()  # Raises if the rounds' critics disagree on gamma.
 
   @property
   def num_rounds(self) -> int:
@@ -142,7 +167,32 @@ class ImproveConfig:
     return self.losses[0] if len(self.losses) == 1 else self.losses[round_index]
 
   def loss_config(self, name: str):
-    return loss_registry.make_config(name, **dict(dict(self.loss_overrides or {}).get(name, {})))
+    """Loss `name`'s hyper-parameters in an Improve round (phase-relative ones filled in)."""
+    config = loss_registry.make_config(
+        name, **dict(dict(self.loss_overrides or {}).get(name, {})))
+    return loss_registry.get_loss(name).for_phase(config, self.train.max_steps)
+
+  def value_pretrain_config(self):
+    """The critic pretraining's loss config: `loss_overrides['value_pretrain']`, with gamma
+    taken from the rounds' value-head losses (their critics regress the same return)."""
+    overrides = dict(dict(self.loss_overrides or {}).get("value_pretrain", {}))
+    gammas = {name: self.loss_config(name).gamma for name in sorted(set(self.losses))
+              if loss_registry.get_loss(name).needs_value_head and name != "value_pretrain"}
+    if gammas and "gamma" in overrides:
+      gammas["value_pretrain"] = overrides["gamma"]
+    if len(set(gammas.values())) > 1:
+      raise ValueError(f"ImproveConfig: one critic is pretrained per Grow step for every round, "
+                       f"but the losses' gamma differ: {gammas}; use one gamma.")
+    if gammas:
+      overrides["gamma"] = next(iter(gammas.values()))
+    return loss_registry.make_config("value_pretrain", **overrides)
+
+  def lr_scale(self, grow_step: int, round_index: int) -> float:
+    """The learning-rate multiplier of Improve round `round_index` (0-based) of `grow_step`."""
+    rounds_before = round_index
+    if self.lr_decay_over == "run":
+      rounds_before += (grow_step - 1) * self.num_rounds
+    return self.lr_decay_per_round ** rounds_before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +274,12 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   reward_name, options = reward_registry.parse_spec(reward)
   options.update(dict(reward_options or {}))
   reward_fn = reward_registry.make_reward(reward_name, **options)
+  if improve_config.original_data == "filter" and reward_fn.needs_reference:
+    raise ValueError(
+        f"ImproveConfig.original_data='filter' with the reference-based reward {reward!r}: each "
+        "human reference would be scored against itself (the maximum reward), pass every filter "
+        "and set per-source maxima. Use 'keep' (the paper: the grown set contains the original "
+        "data) or 'drop', or a reference-free reward (e.g. 'learned:...').")
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
                bc_selection_metric, init_dir)
@@ -376,19 +432,26 @@ class _Loop:
     self.ckpt.save(index * PHASE_STRIDE, params, meta)
 
   # ---------------------------------------------------------------------- training phase
-  def _tx(self, optimizer_config: configs.OptimizerConfig):
-    if optimizer_config not in self._txs:
-      self._txs[optimizer_config] = optim.make_optimizer(optimizer_config)
-    return self._txs[optimizer_config]
+  def _tx(self, optimizer_config: configs.OptimizerConfig, duals: bool = False):
+    """The phase's optimizer; losses with dual variables give them their own Adam."""
+    if (optimizer_config, duals) not in self._txs:
+      tx = optim.make_optimizer(optimizer_config)
+      self._txs[optimizer_config, duals] = (
+          optim.with_dual_optimizer(tx, optimizer_config) if duals else tx)
+    return self._txs[optimizer_config, duals]
 
   def _step_fn(self, phase, spec, loss_cfg, tx, shardings, dropout):
     """Compiled train steps are reused by every phase with the same loss and state layout."""
-    lag = self.improve_cfg.lagged_sync_every if phase.kind == "improve" else 0
-    key = (spec.name, loss_cfg, id(tx), dropout, lag, jax.tree_util.tree_structure(shardings))
+    improving = phase.kind == "improve"
+    lag = self.improve_cfg.lagged_sync_every if improving else 0
+    trust = self.improve_cfg.trust_region_sync_every if improving else 0
+    key = (spec.name, loss_cfg, id(tx), dropout, lag, trust,
+           jax.tree_util.tree_structure(shardings))
     if key not in self._steps:
       self._steps[key] = train.make_train_step(self.model, spec, loss_cfg, tx, shardings,
                                                self.mesh, dropout=dropout,
-                                               lagged_sync_every=lag)
+                                               lagged_sync_every=lag,
+                                               trust_region_sync_every=trust)
     return self._steps[key]
 
   def _train(self, index, phase, make_state, tx, spec, loss_cfg, data, cfg, mid_meta,
@@ -500,7 +563,7 @@ class _Loop:
     make_state = lambda: self.factory.start_phase(
         params, jnp.asarray(self.total_steps, jnp.int32), tx)
     best, _ = self._train(index, phase, make_state, tx, spec,
-                          loss_registry.make_config("value_pretrain"), data, cfg, mid_meta, None,
+                          self.improve_cfg.value_pretrain_config(), data, cfg, mid_meta, None,
                           None)
     return best
 
@@ -519,7 +582,7 @@ class _Loop:
       params = self._bc_policy()
     loss_name = cfg_i.loss_of(i)
     spec, loss_cfg = loss_registry.get_loss(loss_name), cfg_i.loss_config(loss_name)
-    tx = self._tx(cfg_i.train.optimizer)
+    tx = self._tx(cfg_i.train.optimizer, duals=bool(spec.init_params(loss_cfg)))
     frozen = {}
     if spec.requires & {"bc_logits", "bc_token_logprobs"}:
       frozen["bc_params"] = self._bc_policy()
@@ -529,7 +592,7 @@ class _Loop:
       frozen["prev_params"] = params
     make_state = lambda: self.factory.start_phase(
         params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg),
-        frozen, lr_scale=cfg_i.lr_decay_per_round ** i)
+        frozen, lr_scale=cfg_i.lr_scale(g, i))
     start_score = None if mid_meta is not None else self._validation_score(params)
     best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg, data,
                                  cfg_i.train, mid_meta, start_score, self._validation_score)
