@@ -7,10 +7,14 @@ The ReST loop records one row per evaluation point (one policy, one split), e.g.
      "distinct_2": 0.63, "num_grown": 160000, "num_kept": 41000, "threshold": "threshold:tau=0.8",
      "loss": "bc", "best_of_n": {"1": 77.8, "4": 80.1}}
 
-Rewards are on the paper's 0-100 scale. ``results.jsonl`` is the source of truth: append-only and
-flushed per row, so a run killed at any point loses at most the row being written; on resume a
-point recorded again replaces the earlier row (rows are keyed by (run, split)). ``results.csv``
-and ``results.md`` are views rewritten from it.
+Rewards are on the paper's 0-100 scale. ``results.jsonl`` is the source of truth, one line per
+point (rows are keyed by (run, split)); ``results.csv`` and ``results.md`` are views of it. A run
+killed between a phase's evaluation and its checkpoint evaluates that phase again when resumed,
+so recording must be idempotent: every change rewrites the files whole under a temporary name
+and renames them into place, so a reader or a resumed run sees the old rows or the new ones,
+never a half line and never a point twice. Loading repairs files that older versions appended to
+or that were damaged: a repeated point keeps its last row, and a line that does not parse is
+logged, dropped from the log and kept in ``results.jsonl.rejected`` (nothing written is lost).
 
 A rising reward can mean the policy learned to please the reward model rather than to translate
 (reward hacking), so ``results.md`` also carries a reward-hacking check — `hacking_warnings` flags
@@ -42,6 +46,7 @@ ROW_FIELDS = ("run", "grow_step", "improve_step", "split", "mean_reward", "bleu"
               "length_ratio", "distinct_1", "distinct_2", "repetition_rate", "num_grown",
               "num_kept", "threshold", "loss", "best_of_n")
 JSONL_NAME, CSV_NAME, MARKDOWN_NAME = "results.jsonl", "results.csv", "results.md"
+REJECTED_SUFFIX = ".rejected"  # Unparseable results.jsonl lines are moved to results.jsonl.rejected.
 SAMPLES_DIR = "samples"
 BC_RUN = "G0I0"
 
@@ -85,7 +90,11 @@ def _to_builtin(value: Any) -> Any:
 
 
 class ResultsLog:
-  """Rows of one workdir, persisted to results.jsonl (+ results.csv) as they are recorded."""
+  """Rows of one workdir, one per (run, split), persisted to results.jsonl and results.csv.
+
+  Each `record` rewrites both files atomically (see the module docstring), so the files always
+  hold exactly one row per point whatever the moment a run is killed.
+  """
 
   def __init__(self, workdir: str | os.PathLike):
     self.workdir = os.fspath(workdir)
@@ -97,29 +106,32 @@ class ResultsLog:
       self._load()
 
   def _load(self) -> None:
+    """Reads the rows; rewrites the files when they are not exactly what `record` writes (a
+    repeated point, a bad or incomplete line, a missing newline, a stale csv)."""
     data = fileio.read_bytes(self.jsonl_path)
-    lines = data.split(b"\n")
-    good_end = 0  # Byte offset just past the last complete, parseable line.
-    for number, line in enumerate(lines, start=1):
-      is_last = number == len(lines)
+    rejected = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
       if not line.strip():
-        good_end += len(line) + (0 if is_last else 1)
         continue
       try:
         row = json.loads(line)
         self._check_row(row)
-      except (ValueError, TypeError) as e:
-        if is_last or (number == len(lines) - 1 and not lines[-1]):
-          logging.warning("%s: ignoring incomplete last line %d (%r...): %s; it will be "
-                          "removed.", self.jsonl_path, number, line[:80], e)
-          fileio.truncate(self.jsonl_path, good_end)
-          return
-        raise ValueError(f"{self.jsonl_path} line {number} is not a valid results row ({e}); "
-                         f"only the last line may be incomplete. Fix or remove that line.") from e
+      except (ValueError, TypeError) as e:  # UnicodeDecodeError is a ValueError.
+        logging.warning("%s line %d is not a valid results row (%s: %r...); dropped from the "
+                        "log and kept in %s%s.", self.jsonl_path, number, e, line[:80],
+                        JSONL_NAME, REJECTED_SUFFIX)
+        rejected.append(line)
+        continue
       self._rows[(row["run"], row["split"])] = row
-      good_end += len(line) + (0 if is_last else 1)
-    if data and not data.endswith(b"\n"):
-      fileio.write_atomic(self.jsonl_path, data + b"\n")
+    if rejected:
+      path = self.jsonl_path + REJECTED_SUFFIX
+      kept = fileio.read_bytes(path) if fileio.exists(path) else b""
+      fileio.write_atomic(path, kept + b"".join(line + b"\n" for line in rejected))
+    if data != self._jsonl_bytes():
+      fileio.write_atomic(self.jsonl_path, self._jsonl_bytes())
+    csv_now = fileio.read_bytes(self.csv_path) if fileio.exists(self.csv_path) else None
+    if csv_now != self._csv_bytes():
+      fileio.write_atomic(self.csv_path, self._csv_bytes())
 
   @staticmethod
   def _check_row(row: Any) -> None:
@@ -136,16 +148,18 @@ class ResultsLog:
     return [dict(row) for row in self._rows.values()]
 
   def record(self, row: Mapping[str, Any]) -> None:
-    """Appends ``row`` (flushed and synced), replacing any earlier row of the same point."""
+    """Records ``row``, replacing any earlier row of the same point, and rewrites the files."""
     row = dict(row)
     self._check_row(row)
-    line = json.dumps(row, default=_to_builtin)
-    row = json.loads(line)  # The stored form, with numpy values turned into Python ones.
-    fileio.append_line(self.jsonl_path, line)
+    row = json.loads(json.dumps(row, default=_to_builtin))  # The stored form: Python values.
     self._rows[(row["run"], row["split"])] = row
-    self._write_csv()
+    fileio.write_atomic(self.jsonl_path, self._jsonl_bytes())
+    fileio.write_atomic(self.csv_path, self._csv_bytes())
 
-  def _write_csv(self) -> None:
+  def _jsonl_bytes(self) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in self._rows.values()).encode("utf-8")
+
+  def _csv_bytes(self) -> bytes:
     extra = sorted({k for row in self._rows.values() for k in row} - set(ROW_FIELDS))
     fields = list(ROW_FIELDS) + extra
     buffer = io.StringIO(newline="")
@@ -154,7 +168,7 @@ class ResultsLog:
     for row in self._rows.values():
       writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
                        for k, v in row.items()})
-    fileio.write_atomic(self.csv_path, buffer.getvalue().encode("utf-8"))
+    return buffer.getvalue().encode("utf-8")
 
 
 # ----------------------------------------------------------------------------- markdown table

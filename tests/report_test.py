@@ -61,9 +61,9 @@ def test_results_log_persists_and_replaces_on_resume(tmp_path):
   g1i0 = [r for r in rows if r["run"] == "G1I0" and r["split"] == "validation"]
   assert len(g1i0) == 1 and g1i0[0]["mean_reward"] == 72.5 and g1i0[0]["loss"] == "gold"
   assert g1i0[0]["best_of_n"] == {"1": 72.5, "4": 75.0}
-  # The jsonl is append-only (5 lines); the csv holds the deduplicated view.
+  # Both files hold one row per point (the jsonl is rewritten, not appended to).
   with open(tmp_path / "results.jsonl") as f:
-    assert len(f.read().splitlines()) == 5
+    assert len(f.read().splitlines()) == 4
   with open(tmp_path / "results.csv", newline="") as f:
     csv_rows = list(csv.DictReader(f))
   assert [(r["run"], r["split"]) for r in csv_rows] == [
@@ -80,22 +80,60 @@ def test_results_log_tolerates_truncated_last_line(tmp_path, caplog):
     f.write('{"run": "G1I0", "split": "valid')  # Killed mid-write.
   with caplog.at_level(logging.WARNING):
     resumed = report.ResultsLog(tmp_path)
-  assert "incomplete last line 3" in caplog.text
+  assert "results.jsonl line 3 is not a valid results row" in caplog.text
   assert [r["run"] for r in resumed.rows] == ["G1I1", "G0I0"]
   resumed.record(ROWS[2])  # The next row must not be glued onto the broken fragment.
   assert [r["run"] for r in report.ResultsLog(tmp_path).rows] == ["G1I1", "G0I0", "G1I0"]
 
 
-def test_results_log_rejects_corrupt_middle_line_and_bad_rows(tmp_path):
-  with open(tmp_path / "results.jsonl", "w") as f:
-    f.write('{"run": "G0I0", "split": "validation"}\nnot json\n{"run": "G1I0", "split": "test"}\n')
-  with pytest.raises(ValueError, match="line 2 is not a valid results row"):
-    report.ResultsLog(tmp_path)
+def test_results_log_sets_garbled_lines_aside_and_goes_on(tmp_path, caplog):
+  with open(tmp_path / "results.jsonl", "wb") as f:
+    f.write(b'{"run": "G0I0", "split": "validation"}\nnot json\n{"run": "G1I0", "split": "test"}'
+            b'\n\xff\xfe{"run"\n[1, 2]\n')
+  with caplog.at_level(logging.WARNING):
+    log = report.ResultsLog(tmp_path)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 3 and all("\n" not in w for w in warnings)
+  assert "line 2 is not a valid results row" in warnings[0]
+  assert "line 5 is not a valid results row" in warnings[2] and "must be a dict" in warnings[2]
+  assert [(r["run"], r["split"]) for r in log.rows] == [("G0I0", "validation"), ("G1I0", "test")]
+  with open(tmp_path / "results.jsonl", "rb") as f:  # Repaired: only the good rows remain.
+    assert f.read() == b'{"run": "G0I0", "split": "validation"}\n{"run": "G1I0", "split": "test"}\n'
+  with open(tmp_path / "results.jsonl.rejected", "rb") as f:  # Nothing is lost.
+    assert f.read() == b'not json\n\xff\xfe{"run"\n[1, 2]\n'
+  with open(tmp_path / "results.csv", newline="") as f:
+    assert len(list(csv.DictReader(f))) == 2
+
+
+def test_results_log_rejects_bad_rows(tmp_path):
   log = report.ResultsLog(tmp_path / "other")
   with pytest.raises(ValueError, match="non-empty string 'split'"):
     log.record({"run": "G0I0"})
   with pytest.raises(TypeError, match="not JSON-serialisable"):
     log.record({"run": "G0I0", "split": "validation", "bad": object()})
+  assert not os.path.exists(tmp_path / "other" / "results.jsonl")
+
+
+def test_results_log_repairs_duplicates_and_a_stale_csv(tmp_path):
+  """Older versions appended a point again when a resumed run re-evaluated it; loading keeps
+  the last row of each point and rewrites both files. Every write goes through a rename."""
+  lines = [json.dumps(_row(0, 0, 1.0)), json.dumps(_row(1, 0, 2.0)), json.dumps(_row(0, 0, 3.0))]
+  with open(tmp_path / "results.jsonl", "w") as f:
+    f.write("\n".join(lines))  # No final newline either.
+  log = report.ResultsLog(tmp_path)
+  assert [(r["run"], r["mean_reward"]) for r in log.rows] == [("G0I0", 3.0), ("G1I0", 2.0)]
+  with open(tmp_path / "results.jsonl") as f:
+    assert [json.loads(line)["mean_reward"] for line in f] == [3.0, 2.0]
+  with open(tmp_path / "results.csv", newline="") as f:
+    assert [r["mean_reward"] for r in csv.DictReader(f)] == ["3.0", "2.0"]
+  inode = os.stat(tmp_path / "results.jsonl").st_ino
+  log.record(_row(1, 1, 4.0))
+  assert os.stat(tmp_path / "results.jsonl").st_ino != inode  # Replaced, not appended to.
+  assert not glob.glob(str(tmp_path / "*.tmp-*"))
+  os.remove(tmp_path / "results.csv")  # Killed between the two renames: the csv catches up.
+  report.ResultsLog(tmp_path)
+  with open(tmp_path / "results.csv", newline="") as f:
+    assert len(list(csv.DictReader(f))) == 3
 
 
 def test_write_markdown(tmp_path):
