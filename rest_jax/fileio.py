@@ -78,6 +78,14 @@ def append_line(path: str, line: str) -> None:
     os.fsync(f.fileno())
 
 
+def rename(source: str, target: str) -> None:
+  """Renames a file, replacing `target` if it exists."""
+  if is_remote(source):
+    _gfile().rename(source, target, overwrite=True)
+  else:
+    os.replace(source, target)
+
+
 def truncate(path: str, size: int) -> None:
   if is_remote(path):
     write_atomic(path, read_bytes(path)[:size])

@@ -5,7 +5,9 @@ it) and `shard-<k>-of-<n>.npz`, where shard k holds every record of the sources 
 in the training-source list falls in [k * sources_per_shard, (k + 1) * sources_per_shard). A
 shard is written to a temporary name and renamed when complete, so after a crash a shard file is
 either whole or absent: a resumed Grow regenerates exactly the missing shards (their sampling key
-depends only on (seed, grow step, shard index)), never duplicating records. With several
+depends only on (seed, grow step, shard index)), never duplicating records. A shard damaged later
+(truncated, garbled) makes `read_all` raise `UnreadableShardsError` naming it; the loop then sets
+it aside (`<shard>.unreadable`) and regrows just that shard. With several
 processes, shard k is written by process k % process_count; every process reads all shards.
 
 Each record: source id, source tokens and text, sample tokens and text, per-token behaviour
@@ -21,6 +23,7 @@ import dataclasses
 import io
 import json
 import os
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,6 +36,7 @@ from rest_jax import filters as filters_lib
 # truncated samples follow GrowConfig.truncated_samples.
 FORMAT_VERSION = 3
 
+UNREADABLE_SUFFIX = ".unreadable"
 _RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
 _TEXT = ("source_text", "sample_text")
 _SCALAR = ("source_id", "sample_index", "reward", "is_original", "grow_step", "policy_step",
@@ -87,6 +91,16 @@ class GrownRecords:
       out[field.name] = (np.concatenate(columns) if isinstance(columns[0], np.ndarray)
                          else [x for c in columns for x in c])
     return GrownRecords(**out)
+
+
+class UnreadableShardsError(ValueError):
+  """Shards of a Grow step that exist but cannot be read: `shards` is [(path, reason)]."""
+
+  def __init__(self, directory: str, shards: Sequence[tuple[str, str]]):
+    self.shards = list(shards)
+    super().__init__(f"{len(self.shards)} unreadable shard(s) in {directory}: "
+                     + "; ".join(f"{os.path.basename(p)} ({r})" for p, r in self.shards)
+                     + ". Re-running the experiment regrows them.")
 
 
 def empty_records() -> GrownRecords:
@@ -171,6 +185,12 @@ class GrowStore:
         out[name] = _decode_text(z[name], z[name + "_len"])
     return GrownRecords(**out)
 
+  def set_aside(self, path: str) -> str:
+    """Renames an unreadable shard out of the way (kept for inspection, no longer counted)."""
+    target = path + UNREADABLE_SUFFIX
+    fileio.rename(path, target)
+    return target
+
   def shard_files(self) -> list[str]:
     return fileio.glob(os.path.join(self.directory, "shard-*-of-*.npz"))
 
@@ -183,6 +203,14 @@ class GrowStore:
     if expected_shards is not None and len(files) != expected_shards:
       raise ValueError(f"Grow step {self.grow_step} in {self.directory} has {len(files)} of "
                        f"{expected_shards} shards; re-run to finish the Grow step.")
-    records = GrownRecords.concatenate([self.read_shard(f) for f in files])
+    parts, unreadable = [], []
+    for f in files:
+      try:
+        parts.append(self.read_shard(f))
+      except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        unreadable.append((f, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    if unreadable:
+      raise UnreadableShardsError(self.directory, unreadable)
+    records = GrownRecords.concatenate(parts)
     return records.select(np.lexsort((records.sample_index, records.source_id)))
 

@@ -17,9 +17,12 @@ says only that each round continues with a lower learning rate.
 
 Checkpoints: one orbax manager under `<workdir>/checkpoints` holds either a full mid-phase state
 ("state", saved at each evaluation) or a phase-boundary policy ("policy"), ordered by
-`phase_index * 10**6 + step`. The latest one says where to resume. Grown data lives in
-`<workdir>/grown` and resumes shard by shard. Results go to `results.jsonl/csv/md`, PNG plots
-and TensorBoard events under `<workdir>/tensorboard`; only process 0 writes them.
+`phase_index * 10**6 + step`. The latest one says where to resume; if it cannot be read it is
+set aside (`<step>.unreadable`) and the newest readable one is used. Grown data lives in
+`<workdir>/grown` and resumes shard by shard; `<workdir>/checkpoints_grow` keeps the policy of
+the latest Grow step so that a shard found damaged later is regrown identically. Results go to
+`results.jsonl/csv/md`, PNG plots and TensorBoard events under `<workdir>/tensorboard`; only
+process 0 writes them.
 """
 
 from __future__ import annotations
@@ -353,6 +356,9 @@ class _Loop:
                                                 max_to_keep=1)
     self.bc_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_bc"),
                                               max_to_keep=1)
+    # The policy that sampled the latest Grow step, to regrow a shard found damaged later.
+    self.grow_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_grow"),
+                                                max_to_keep=1)
     self.results = report.ResultsLog(self.workdir) if _is_chief() else None
     self.tb = report.TensorBoardWriter(os.path.join(self.workdir, "tensorboard")) \
         if _is_chief() else None
@@ -367,7 +373,7 @@ class _Loop:
     self.total_steps = 0
 
   def close(self):
-    for c in (self.ckpt, self.best_ckpt, self.bc_ckpt):
+    for c in (self.ckpt, self.best_ckpt, self.bc_ckpt, self.grow_ckpt):
       c.close()
     if self.tb is not None:
       self.tb.close()
@@ -375,6 +381,7 @@ class _Loop:
   # --------------------------------------------------------------------------- resume
   def _resume_point(self):
     """(phase index, params or None, mid-phase meta or None)."""
+    self.total_steps = 0
     step = self.ckpt.latest_step()
     if step is None:
       return 0, None, None
@@ -399,6 +406,19 @@ class _Loop:
 
   # ------------------------------------------------------------------------------ run
   def run(self, stop_after_phase):
+    """Runs the phases from the resume point; a damaged resume checkpoint is set aside (one
+    WARNING line naming it and why) and the run resumes from the newest readable one."""
+    while True:
+      try:
+        return self._run_phases(stop_after_phase)
+      except checkpointing.UnreadableCheckpointError as e:
+        if e.directory != self.ckpt.directory:
+          raise
+        moved = self.ckpt.set_aside(e.step)
+        logger.warning("Checkpoint %s/%d is unreadable (%s); set aside as %s, resuming from the "
+                       "newest readable checkpoint.", e.directory, e.step, e.reason, moved)
+
+  def _run_phases(self, stop_after_phase):
     index, params, mid_meta = self._resume_point()
     if index > 0 or mid_meta is not None:
       logger.info("Resuming at phase %s.", self.phases[min(index, len(self.phases) - 1)].name)
@@ -605,25 +625,51 @@ class _Loop:
   def _grown(self, g):
     if g not in self._grown_cache:
       store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
-      self._grown_cache = {g: store.read_all()}
+      try:
+        records = store.read_all()
+      except grown_data.UnreadableShardsError as e:
+        self._regrow(g, store, e)
+        records = store.read_all()
+      self._grown_cache = {g: records}
     return self._grown_cache[g]
+
+  def _regrow(self, g, store, error):
+    """Sets damaged shards aside and samples them again with Grow step g's saved policy."""
+    if g not in self.grow_ckpt.all_steps():
+      raise checkpointing.CheckpointError(
+          f"{error} Grow step {g}'s policy is not in {self.grow_ckpt.directory} (only the "
+          f"latest Grow step's is kept), so they cannot be regrown here; delete "
+          f"{store.directory} and its later phases' checkpoints to redo it.") from error
+    for path, reason in error.shards:
+      target = store.set_aside(path) if _is_chief() else path + grown_data.UNREADABLE_SUFFIX
+      logger.warning("Grown shard %s is unreadable (%s); set aside as %s and regrown.", path,
+                     reason, target)
+    sharding_lib.barrier(f"grow{g}_set_aside")
+    params, meta = self.grow_ckpt.restore(self._abstract_params(), g)
+    self._grow_shards(g, params, meta["policy_step"])
 
   def _run_grow(self, phase, params):
     g = phase.grow_step
-    if self._sampler is None:
-      self._sampler = sampling.make_sampler(self.model, self.grow_cfg.sampling_config(),
-                                            self.mesh, self.factory.param_shardings)
-    store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
-    grow_lib.grow(g, params, self.total_steps, self.grow_examples, self._sampler, self.vocab,
-                  self.reward, store, self.grow_cfg, self.mesh, self.data_cfg.max_source_len,
-                  num_global_sources=len(self.train_examples),
-                  settings={"task": self.data_cfg.task, "reward": str(self.reward.name)})
-    self._grown_cache.pop(g, None)
+    self.grow_ckpt.save(g, params, {"grow_step": g, "policy_step": self.total_steps,
+                                    "fingerprint": self.fingerprint})
+    self._grow_shards(g, params, self.total_steps)
     records = self._grown(g)
     samples = records.reward[~records.is_original]
     logger.info("Grow %d: %d samples, mean reward %.3f.", g, len(samples), samples.mean())
     if _is_chief():
       self._plot_histograms()
+
+  def _grow_shards(self, g, params, policy_step):
+    """Writes every missing shard of Grow step g."""
+    if self._sampler is None:
+      self._sampler = sampling.make_sampler(self.model, self.grow_cfg.sampling_config(),
+                                            self.mesh, self.factory.param_shardings)
+    store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
+    grow_lib.grow(g, params, policy_step, self.grow_examples, self._sampler, self.vocab,
+                  self.reward, store, self.grow_cfg, self.mesh, self.data_cfg.max_source_len,
+                  num_global_sources=len(self.train_examples),
+                  settings={"task": self.data_cfg.task, "reward": str(self.reward.name)})
+    self._grown_cache.pop(g, None)
 
   # --------------------------------------------------------------------------- reports
   def _report(self, phase, params, progress, fields):
@@ -674,7 +720,11 @@ class _Loop:
       store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
       if not store.shard_files():
         continue
-      records = self._grown(g) if g in self._grown_cache else store.read_all()
+      try:
+        records = self._grown(g) if g in self._grown_cache else store.read_all()
+      except grown_data.UnreadableShardsError as e:  # An earlier step's: regrown if re-run.
+        logger.warning("Reward histogram without Grow step %d: %s", g, e)
+        continue
       rewards[g] = records.reward[~records.is_original]
       thresholds[g] = taus
     report.plot_reward_histograms(rewards, thresholds,
