@@ -3,12 +3,22 @@
 Parses the gin files and bindings (t5x style: `--gin.rest_loop.run.num_grow_steps=2` is the
 binding `rest_loop.run.num_grow_steps=2`), writes the config into the workdir, runs (or resumes)
 the experiment and writes the operative config when it ends.
+
+A run writes only into its workdir (and the TFDS data folder, $TFDS_DATA_DIR or
+~/tensorflow_datasets, which prepares the shipped corpora once). Libraries it drives also make
+temporary files — TFDS stages dataset info in `tmp*tfds` folders it never removes, TensorFlow's
+autograph writes generated modules — so the process's temporary folder is pointed at a folder of
+its own under `<workdir>/tmp`, removed when the run ends (and, after a kill, by the next run).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
 import sys
+import tempfile
 from typing import Sequence
 
 EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -87,6 +97,49 @@ def configure_logging(verbose: bool = False) -> None:
   package_logger.propagate = False
 
 
+def use_private_tempdir(workdir: str) -> str:
+  """Makes `<workdir>/tmp/<host>-<pid>` this process's temporary folder (Python's tempfile and
+  $TMPDIR for libraries and child processes) and removes it at exit; also removes the folders of
+  earlier processes of this host that no longer run (killed runs). A cloud workdir gets a
+  private folder in the system temporary folder instead, removed at exit as well."""
+  from rest_jax import fileio
+  host = socket.gethostname()
+  if fileio.is_remote(workdir):
+    path = tempfile.mkdtemp(prefix="rest_jax-")
+  else:
+    root = os.path.join(os.path.abspath(workdir), "tmp")
+    os.makedirs(root, exist_ok=True)
+    for name in os.listdir(root):
+      owner, _, pid = name.rpartition("-")
+      if owner == host and pid.isdigit() and not _is_running(int(pid)):
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    path = os.path.join(root, f"{host}-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+  os.environ["TMPDIR"] = path
+  tempfile.tempdir = path
+
+  def remove():
+    shutil.rmtree(path, ignore_errors=True)
+    if not fileio.is_remote(workdir):
+      try:
+        os.rmdir(os.path.dirname(path))  # Only when no other process of the run uses it.
+      except OSError:
+        pass
+
+  atexit.register(remove)
+  return path
+
+
+def _is_running(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def main(argv: Sequence[str]) -> None:
   import gin
   from absl import flags as absl_flags
@@ -97,6 +150,7 @@ def main(argv: Sequence[str]) -> None:
     raise ValueError(f"Unexpected positional arguments: {argv[1:]}")
   if not flags.workdir:
     raise ValueError("--workdir is required (checkpoints, grown data and results go there).")
+  use_private_tempdir(flags.workdir)
   if flags.multiprocess:
     from rest_jax import distributed
     distributed.initialize(flags.coordinator_address, flags.num_processes, flags.process_id)
