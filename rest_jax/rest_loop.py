@@ -53,6 +53,7 @@ RESTART_FROM = ("previous", "bc")
 ORIGINAL_DATA = ("keep", "filter", "drop")
 LR_DECAY_OVER = ("grow_step", "run")
 SELECTION_METRICS = ("mean_reward", "bleu", "chrf")
+INIT_POLICY_MODES = ("load", "finetune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +241,8 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
         reward_options: Any = None, bc_loss_overrides: Any = None,
         bc_selection_metric: str = "mean_reward", seed: int = 0,
-        init_policy: str | None = None, stop_after_phase: str | None = None) -> list[dict]:
+        init_policy: str | None = None, init_policy_mode: str = "load",
+        stop_after_phase: str | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
 
   `reward` is a reward spec ("chrf", "bleu", "exact_match", "learned:path=/dir"); options in
@@ -256,7 +258,9 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
 
   `init_policy` ('pretrained=NAME', a workdir or a checkpoint directory; see
   rest_jax.pretrained_policies) makes the BC phase load that policy instead of training one; its
-  row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's.
+  row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's. With
+  `init_policy_mode='finetune'` BC trains as configured but starts from that policy's parameters
+  (a fresh optimizer), which continues a BC policy on a new machine or new data.
   """
   if task is not None:
     data = dataclasses.replace(data, task=task)
@@ -269,6 +273,9 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
     raise ValueError(f"run.bc_selection_metric={bc_selection_metric!r} is invalid; allowed: "
                      f"{list(SELECTION_METRICS)}.")
   init_dir = None if init_policy is None else pretrained_policies.resolve(init_policy)
+  if init_policy_mode not in INIT_POLICY_MODES:
+    raise ValueError(f"run.init_policy_mode={init_policy_mode!r} is invalid; allowed: "
+                     f"{list(INIT_POLICY_MODES)}.")
   phases = plan_phases(num_grow_steps, improve_config)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
@@ -285,7 +292,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         "data) or 'drop', or a reference-free reward (e.g. 'learned:...').")
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
-               bc_selection_metric, init_dir)
+               bc_selection_metric, init_dir, init_policy_mode)
   try:
     return loop.run(stop_after_phase)
   finally:
@@ -297,7 +304,7 @@ class _Loop:
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
                improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric,
-               init_dir=None):
+               init_dir=None, init_policy_mode="load"):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
 
@@ -322,7 +329,7 @@ class _Loop:
     load = lambda split, limit, **kw: pipeline.load_examples(
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
     self._load_split = load
-    self.init_dir, self._init_step = init_dir, None
+    self.init_dir, self._init_step, self.init_policy_mode = init_dir, None, init_policy_mode
     if init_dir is not None:  # Checked before the training data loads.
       self._init_step, meta = pretrained_policies.read_meta(init_dir)
       pretrained_policies.check_compatible(
@@ -532,11 +539,15 @@ class _Loop:
 
   def _run_bc(self, index, mid_meta):
     phase = self.phases[index]
-    if self.init_dir is not None:
+    if self.init_dir is not None and self.init_policy_mode == "load":
       return self._load_init_policy(phase)
     spec = loss_registry.get_loss("bc")
     tx = self._tx(self.bc_cfg.optimizer)
     make_state = lambda: self.factory.create(jax.random.PRNGKey(self.seed), tx)
+    if self.init_dir is not None:  # Fine-tune: the saved parameters, a fresh optimizer.
+      make_state = lambda: self.factory.start_phase(
+          checkpointing.restore_params(self.init_dir, self._init_step, self._abstract_params()),
+          jnp.zeros((), jnp.int32), tx)
     examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
     for split in self.data_cfg.bc_extra_splits:
       examples += self._load_split(split, None)
@@ -545,7 +556,8 @@ class _Loop:
                                    self.bc_cfg, mid_meta, None,
                                    lambda p: self._validation_score(p, self.bc_selection_metric))
     self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
-                                  "fingerprint": self.fingerprint})
+                                  "fingerprint": self.fingerprint,
+                                  "init_policy": self.init_dir})
     self._bc_params = params
     self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
                                            "num_kept": len(data)})

@@ -36,6 +36,7 @@ def parse_args(argv):
   parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
   parser.add_argument("--command", default="", help="the command that trained the policy")
   parser.add_argument("--output_root", default=pretrained_policies.PRETRAINED_DIR)
+  parser.add_argument("--note", default="", help="a status paragraph for the model card")
   return parser.parse_args(argv)
 
 
@@ -70,15 +71,19 @@ def model_card(name: str, meta: dict, rows: list[dict], args, size_bytes: int, d
   lines = [f"# Pretrained policy `{name}`", "",
            f"A BC (behaviour cloning) translation policy for the task `{fingerprint.get('task')}`,"
            " shipped so that ReST runs can start from a policy that translates without hours of "
-           f"CPU training: `rest_loop.run.init_policy = 'pretrained={name}'`.", "",
-           f"- model: encoder-decoder Transformer, {shape}; {num_params:,} parameters "
-           f"(value head included), stored as {args.dtype} ({size_bytes / 1e6:.1f} MB)",
-           f"- trained by: `{args.command or 'see the workdir config'}`",
-           f"- training data: SHA-256 of the task's shipped files `{digest}`",
-           f"- BC selection: step {meta.get('best_step', 'see below')} by validation "
-           f"score {meta.get('best_score')}", "",
-           "Metrics of the BC workdir's policy (float32, greedy decoding, sacrebleu):", "",
-           "| split | BLEU | chrF | length ratio | repetition |", "|---|---:|---:|---:|---:|"]
+           f"CPU training: `rest_loop.run.init_policy = 'pretrained={name}'` (or "
+           "`init_policy_mode = 'finetune'` to train it further).", ""]
+  if args.note:
+    lines += ["**Status.** " + args.note, ""]
+  lines += [
+      f"- model: encoder-decoder Transformer, {shape}; {num_params:,} parameters "
+      f"(value head included), stored as {args.dtype} ({size_bytes / 1e6:.1f} MB)",
+      f"- trained by: `{args.command or 'see the workdir config'}`",
+      f"- training data: SHA-256 of the task's shipped files `{digest}`",
+      f"- BC selection: the best validation score ({meta.get('best_score')}) of the "
+      "evaluations during training", "",
+      "Metrics of the BC workdir's policy (float32, greedy decoding, sacrebleu):", "",
+      "| split | BLEU | chrF | length ratio | repetition |", "|---|---:|---:|---:|---:|"]
   for row in rows:
     lines.append(f"| {row['split']} | {row.get('bleu', 0):.2f} | {row.get('chrf', 0):.2f} | "
                  f"{row.get('length_ratio', 0):.3f} | {row.get('repetition_rate', 0):.3f} |")

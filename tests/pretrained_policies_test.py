@@ -114,3 +114,23 @@ def test_shipped_policies_are_listed_and_loadable():
     step, meta = pretrained_policies.read_meta(pretrained_policies.resolve(f"pretrained={name}"))
     assert meta["kind"] == "policy" and "model" in meta["fingerprint"], name
     assert os.path.exists(os.path.join(pretrained_policies.PRETRAINED_DIR, name, "MODEL_CARD.md"))
+
+
+def test_finetune_mode_trains_bc_from_the_saved_policy(exported, tmp_path):
+  _, out = exported
+  rows = run_experiment(tmp_path, f"rest_loop.run.init_policy = '{out}'",
+                        "rest_loop.run.init_policy_mode = 'finetune'",
+                        "rest_loop.run.stop_after_phase = 'bc'")
+  assert {r["loss"] for r in rows if r["run"] == "G0I0"} == {"bc"}
+  trained = reward_model_training.load_policy_for_sampling(str(tmp_path / "checkpoints_bc"))
+  shipped = reward_model_training.load_policy_for_sampling(out)
+  # The first training step starts from the shipped weights: close to them, not equal, and far
+  # closer than a fresh initialisation would be.
+  diffs = [np.abs(a - b).max() for a, b in zip(jax_leaves(trained.params),
+                                               jax_leaves(shipped.params))]
+  assert 0 < max(diffs) < 0.5
+
+
+def test_unknown_init_policy_mode_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="init_policy_mode='warm'"):
+    run_experiment(tmp_path, "rest_loop.run.init_policy_mode = 'warm'")
