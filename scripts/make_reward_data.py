@@ -34,7 +34,6 @@ Deterministic for a given --seed. Run from the repository root (after `pip insta
 """
 
 import argparse
-import hashlib
 import json
 import sys
 
@@ -146,14 +145,6 @@ def write_rows(path: str, fmt: str, sources, hypotheses, labels, margin: float) 
   return count
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def main(argv=None) -> int:
   args = parse_args(argv)
   corruption_label = check_args(args)
@@ -175,7 +166,7 @@ def main(argv=None) -> int:
                      args.preference_margin)
   origins = rd.origin_summary(hypotheses, labels)
   summary = {"output_tsv": args.output_tsv, "format": args.format, "rows": count,
-             "sha256": sha256_of(args.output_tsv), "num_sources": len(sources),
+             "sha256": rd.sha256_of(args.output_tsv), "num_sources": len(sources),
              "inputs": inputs, "metric": args.metric,
              "corruption_label": corruption_label.describe(), "origins": origins,
              "args": vars(args)}

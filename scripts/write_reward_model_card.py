@@ -16,7 +16,6 @@ scripts/make_reward_data.py, --probe_json the --json_out of scripts/probe_reward
 """
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import numpy as np
 
 from rest_jax import checkpointing
 from rest_jax.configs import ModelConfig
+from rest_jax.rewards import reward_data
 from rest_jax.rewards import reward_model as rm
 
 
@@ -76,21 +76,13 @@ def model_section(model_dir: str) -> tuple[list[str], dict]:
   return lines, meta.get("training") or {}
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
 def data_section(paths: list[str], train_tsv: str | None) -> list[str]:
   lines = ["## Data", ""]
   if train_tsv:
     with open(train_tsv, "rb") as f:
       rows = sum(1 for _ in f)
     lines += [f"Training file `{os.path.basename(train_tsv)}`: {rows:,} rows, sha256 "
-              f"`{sha256_of(train_tsv)}` (the concatenation below, see the commands).", ""]
+              f"`{reward_data.sha256_of(train_tsv)}` (the concatenation below, see the commands).", ""]
   for path in paths:
     s = read_json(path)
     lines += [f"`{os.path.basename(s['output_tsv'])}`: {s['rows']:,} {s['format']} rows for "

@@ -25,6 +25,7 @@ JAX lazily; the rest is plain Python.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import random
 import time
@@ -283,3 +284,12 @@ def _sampler(policy, config):
 def _decode(vocabulary, ids: list[int], eos_id: int, pad_id: int) -> str:
   ids = ids[:ids.index(eos_id)] if eos_id in ids else ids
   return vocabulary.decode([i for i in ids if i != pad_id])
+
+
+def sha256_of(path: str) -> str:
+  """Hex SHA-256 of a file, read in 1 MiB blocks (reward data files can be large)."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
