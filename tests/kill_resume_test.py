@@ -133,12 +133,14 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(uninterrupte
   kills = []
   with open(log, "w") as f:
     for _ in range(KILLS):
-      # A random point of the uninterrupted run's progress still ahead, then a random delay:
-      # the kill lands anywhere in the work that follows it (training, sampling, a save).
+      # A random point of the uninterrupted run's progress among the next 1/(kills left) of
+      # what is still ahead, then a random delay: the kill lands anywhere in the work that
+      # follows it (training, sampling, a report, a save), and the kills spread over the run.
       ahead = [m for m in uninterrupted["milestones"] if m > _progress(workdir)]
       if not ahead:
         break
-      target, delay = rng.choice(ahead), rng.uniform(0.0, 3.0)
+      window = ahead[:max(1, len(ahead) // (KILLS - len(kills)))]
+      target, delay = rng.choice(window), rng.uniform(0.0, 3.0)
       if not _watch(_start(workdir, env, f), workdir, target, delay):
         break  # It finished first.
       kills.append(f"{target}+{delay:.1f}s")
