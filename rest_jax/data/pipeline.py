@@ -28,6 +28,7 @@ import seqio
 import tensorflow as tf
 
 from rest_jax import batching
+from rest_jax.data import reasoning_tasks  # noqa: F401  (registers the `arith` task)
 from rest_jax.data import tasks
 from rest_jax.data import vocab as vocab_lib
 
