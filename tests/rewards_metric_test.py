@@ -151,7 +151,8 @@ def test_predicate_verifier():
 
 
 def test_registry_names_and_specs():
-  assert registry.list_rewards() == ["bleu", "chrf", "exact_match", "learned"]
+  assert registry.list_rewards() == ["bleu", "chrf", "exact_match", "final_answer", "learned",
+                                     "python"]
   assert isinstance(registry.make_reward("chrf"), metric_rewards.ChrfReward)
   chrf_pp = registry.reward_from_spec("chrf:word_order=2, num_workers=0")
   assert dict(chrf_pp.options)["word_order"] == 2
@@ -159,7 +160,8 @@ def test_registry_names_and_specs():
   assert registry.parse_spec("learned:path=/x/y,batch_size=8") == (
       "learned", {"path": "/x/y", "batch_size": 8})
   with pytest.raises(ValueError, match=r"unknown reward 'comet'; valid rewards: \['bleu', "
-                                       r"'chrf', 'exact_match', 'learned'\]"):
+                                       r"'chrf', 'exact_match', 'final_answer', 'learned', "
+                                       r"'python'\]"):
     registry.make_reward("comet")
   with pytest.raises(ValueError, match=r"unknown option\(s\) \['order'\] for reward 'chrf'"):
     registry.reward_from_spec("chrf:order=3")

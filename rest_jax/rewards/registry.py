@@ -3,6 +3,8 @@
     make_reward("chrf")                               sentence chrF / 100
     make_reward("bleu", tokenize="zh")                sentence BLEU / 100
     make_reward("exact_match", case_fold=True)        {0, 1} verifier
+    make_reward("final_answer", compare="numeric")    {0, 1}: the solution's final answer line
+    make_reward("python", fn="my_pkg.checks:ok")      {0, 1}: a predicate by import path
     make_reward("learned", path="/work/rm")           trained reward model checkpoint
     make_reward("learned", pretrained="ding_de_en")   a reward model shipped with the package
 
@@ -21,7 +23,7 @@ import inspect
 import os
 from typing import Any, Callable
 
-from rest_jax.rewards import base, metric_rewards, verifiers
+from rest_jax.rewards import answer_verifiers, base, metric_rewards, verifiers
 
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
@@ -60,6 +62,8 @@ _FACTORIES: dict[str, Callable[..., base.Reward]] = {
     "chrf": metric_rewards.ChrfReward,
     "bleu": metric_rewards.BleuReward,
     "exact_match": verifiers.ExactMatchVerifier,
+    "final_answer": answer_verifiers.FinalAnswerVerifier,
+    "python": answer_verifiers.python_verifier,
     "learned": _learned,
 }
 
