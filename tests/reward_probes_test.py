@@ -43,9 +43,17 @@ class Constant(base.Reward):
     return np.full(len(hypotheses), 0.5, np.float32)
 
 
-for _name, _factory in (("longer_is_better", LongerIsBetter), ("constant_half", Constant)):
-  if _name not in registry.list_rewards():
-    registry.register_reward(_name, _factory)
+@pytest.fixture(autouse=True, scope="module")
+def _fake_rewards_registered():
+  """The fake rewards exist by name only while this module's tests run.
+
+  Registering them at import time would leak into every other test module that the same
+  worker collects (the registry's list of names is part of several error messages).
+  """
+  with pytest.MonkeyPatch.context() as patch:
+    for name, factory in (("longer_is_better", LongerIsBetter), ("constant_half", Constant)):
+      patch.setitem(registry._FACTORIES, name, factory)  # pylint: disable=protected-access
+    yield
 
 SOURCES = [s for s, _ in PAIRS]
 REFERENCES = [r for _, r in PAIRS]
