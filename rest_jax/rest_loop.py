@@ -76,6 +76,10 @@ class DataConfig:
   # BC sees each "train" pair this many times per pass over its data (upsamples the in-domain
   # pairs against large extra splits).
   bc_train_repeats: int = 1
+  # The split Grow samples from (default: the BC data). A reasoning task's pool of problems with
+  # answers only (e.g. the `arith` task's "grow") is larger than its worked solutions; its
+  # references are bare answers, so Improve rounds should drop them (original_data='drop').
+  grow_split: str = "train"
 
   def __post_init__(self):
     for field in ("max_source_len", "max_target_len", "early_stopping_examples",
@@ -83,6 +87,9 @@ class DataConfig:
       value = getattr(self, field)
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f"DataConfig.{field}={value!r} is invalid: expected a positive integer.")
+    if not isinstance(self.grow_split, str) or self.grow_split in ("", "validation"):
+      raise ValueError(f"DataConfig.grow_split={self.grow_split!r} is invalid: expected the name "
+                       "of a split other than 'validation', e.g. 'train' or 'grow'.")
     object.__setattr__(self, "test_splits", _check_test_splits(self.test_splits))
     extra = self.bc_extra_splits
     if isinstance(extra, str) or not isinstance(extra, (tuple, list)) or not all(
@@ -318,6 +325,9 @@ class _Loop:
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     splits = pipeline.get_task(data_cfg.task).splits
+    if data_cfg.grow_split not in splits:
+      raise ValueError(f"DataConfig.grow_split={data_cfg.grow_split!r}: task {data_cfg.task!r} "
+                       f"has no such split; its splits: {sorted(splits)}.")
     for field in ("test_splits", "bc_extra_splits"):
       missing = [s for s in getattr(data_cfg, field) if s not in splits]
       if missing:  # Checked before the (possibly long) training-data load.
@@ -337,8 +347,11 @@ class _Loop:
           model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True)),
           lambda task: task == data_cfg.task or pipeline.get_task_vocabulary(task) == self.vocab)
     self.train_examples = load("train", data_cfg.max_train_examples)
+    # A separate Grow split holds problems only Grow uses: just its first max_sources are read.
+    self.grow_pool = (self.train_examples if data_cfg.grow_split == "train"
+                      else load(data_cfg.grow_split, grow_cfg.max_sources))
     # Grow sources: this process's share (every process_count-th source).
-    self.grow_examples = self.train_examples[jax.process_index()::jax.process_count()]
+    self.grow_examples = self.grow_pool[jax.process_index()::jax.process_count()]
     self.validation = load("validation", data_cfg.max_validation_examples)
     self.tests = {split: load(split, data_cfg.max_test_examples)
                   for split in data_cfg.test_splits}
@@ -349,7 +362,8 @@ class _Loop:
     self.model = Transformer(model_config(preset, self.vocab.vocab_size,
                                           **dict(overrides, value_head=True)))
     longest = lambda seqs: max((len(x) for x in seqs), default=1)
-    self.lengths = (batching.round_up(longest([e.inputs for e in self.train_examples]), 8),
+    self.lengths = (batching.round_up(longest([e.inputs for e in self.train_examples
+                                               + self.grow_pool]), 8),
                     batching.round_up(max(longest([e.targets for e in self.train_examples]),
                                           grow_cfg.max_decode_len), 8))
     self.mesh = sharding_lib.make_mesh(mesh_cfg)
@@ -679,7 +693,7 @@ class _Loop:
     store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
     grow_lib.grow(g, params, policy_step, self.grow_examples, self._sampler, self.vocab,
                   self.reward, store, self.grow_cfg, self.mesh, self.data_cfg.max_source_len,
-                  num_global_sources=len(self.train_examples),
+                  num_global_sources=len(self.grow_pool),
                   settings={"task": self.data_cfg.task, "reward": str(self.reward.name)})
     self._grown_cache.pop(g, None)
 
