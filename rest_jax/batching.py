@@ -30,12 +30,13 @@ class SequenceData:
   rewards: np.ndarray | None = None  # [M] float32
   weights: np.ndarray | None = None  # [M] float32
   behaviour_logprobs: Sequence[np.ndarray] | None = None  # per target token
+  ids: np.ndarray | None = None  # [M] int row ids, passed through as batch["ids"] (online RL)
 
   def __post_init__(self):
     n = len(self.inputs)
     if len(self.targets) != n:
       raise ValueError(f"SequenceData: {n} inputs but {len(self.targets)} targets.")
-    for name in ("rewards", "weights", "behaviour_logprobs"):
+    for name in ("rewards", "weights", "behaviour_logprobs", "ids"):
       column = getattr(self, name)
       if column is not None and len(column) != n:
         raise ValueError(f"SequenceData.{name} has {len(column)} rows, expected {n}.")
@@ -84,6 +85,8 @@ def collate(data: SequenceData, indices: np.ndarray, source_len: int, target_len
   if data.behaviour_logprobs is not None:
     batch["behaviour_logprobs"] = pad_rows([data.behaviour_logprobs[i] for i in indices],
                                            target_len, np.float32)
+  if data.ids is not None:
+    batch["ids"] = np.asarray(data.ids, np.int32)[indices]
   return batch
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gin
 
-from rest_jax import configs, evaluate, grow, improve, rest_loop
+from rest_jax import configs, evaluate, grow, improve, online, rest_loop
 
 _REGISTERED = False
 
@@ -20,7 +20,7 @@ def register() -> None:
     return
   for cls in (configs.MeshConfig, configs.OptimizerConfig, configs.SamplingConfig,
               configs.BeamSearchConfig, rest_loop.DataConfig, rest_loop.ImproveConfig,
-              improve.TrainPhaseConfig, grow.GrowConfig, evaluate.EvalConfig):
+              improve.TrainPhaseConfig, grow.GrowConfig, evaluate.EvalConfig, online.OnlineConfig):
     gin.external_configurable(cls, module="rest_jax")
   gin.external_configurable(rest_loop.run, name="run", module="rest_loop")
   _REGISTERED = True

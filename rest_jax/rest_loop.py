@@ -42,6 +42,7 @@ from rest_jax import checkpointing, configs, evaluate, fileio, filters, grow as 
 from rest_jax import grown_data, pretrained_policies
 from rest_jax import batching, improve, optim, report, sampling, train, train_state
 from rest_jax import sharding as sharding_lib
+from rest_jax import online as online_lib
 from rest_jax.losses import registry as loss_registry
 from rest_jax.models import Transformer, model_config
 
@@ -153,6 +154,12 @@ class ImproveConfig:
                        f"per round ({len(self.filter_schedule)}).")
     for name in self.losses:
       loss_registry.get_loss(name)  # Raises with the list of valid names.
+    online_only = loss_registry.list_online_losses()
+    if set(self.losses) & set(online_only):
+      offline = sorted(set(loss_registry.list_losses()) - set(online_only))
+      raise ValueError(f"ImproveConfig.losses={tuple(self.losses)!r}: {online_only} are on-policy "
+                       "losses (fresh samples of the current policy each step), set with "
+                       f"rest_loop.run.online = @OnlineConfig(); Improve losses: {offline}.")
     for name, overrides in dict(self.loss_overrides or {}).items():
       loss_registry.make_config(name, **dict(overrides))
     if not 0 < self.lr_decay_per_round <= 1:
@@ -216,6 +223,8 @@ class Phase:
   def name(self) -> str:
     if self.kind == "bc":
       return "bc"
+    if self.kind == "online":
+      return "online"
     if self.kind == "improve":
       return f"improve{self.grow_step}.{self.round}"
     return f"{self.kind}{self.grow_step}"
@@ -249,7 +258,8 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         reward_options: Any = None, bc_loss_overrides: Any = None,
         bc_selection_metric: str = "mean_reward", seed: int = 0,
         init_policy: str | None = None, init_policy_mode: str = "load",
-        stop_after_phase: str | None = None) -> list[dict]:
+        stop_after_phase: str | None = None,
+        online: online_lib.OnlineConfig | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
 
   `reward` is a reward spec ("chrf", "bleu", "exact_match", "learned:path=/dir"); options in
@@ -259,6 +269,9 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   reward ("mean_reward"), or corpus "bleu" or "chrf" against the references. A learned reward
   can prefer an under-trained, repetitive policy early in BC (reward hacking before any RL);
   selecting BC on a reference metric avoids that. Improve rounds always select on the reward.
+
+  `online` (an `online.OnlineConfig`; needs `num_grow_steps=0`) runs on-policy RL (REINFORCE
+  with a group baseline, PPO) from the BC policy instead of ReST: phases `bc`, `online`.
 
   `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
   inspect grown data before Improve, and by the resume tests.
@@ -284,6 +297,11 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
     raise ValueError(f"run.init_policy_mode={init_policy_mode!r} is invalid; allowed: "
                      f"{list(INIT_POLICY_MODES)}.")
   phases = plan_phases(num_grow_steps, improve_config)
+  if online is not None:  # On-policy RL after BC instead of ReST (rest_jax.online).
+    if num_grow_steps:
+      raise ValueError(f"run.num_grow_steps={num_grow_steps!r} with run.online set: an online-RL "
+                       "run is BC then the online phase; set NUM_GROW_STEPS = 0.")
+    phases.append(Phase("online"))
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
                      f"phases: {[p.name for p in phases]}.")
@@ -299,7 +317,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         "data) or 'drop', or a reference-free reward (e.g. 'learned:...').")
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
-               bc_selection_metric, init_dir, init_policy_mode)
+               bc_selection_metric, init_dir, init_policy_mode, online=online)
   try:
     return loop.run(stop_after_phase)
   finally:
@@ -311,7 +329,7 @@ class _Loop:
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
                improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric,
-               init_dir=None, init_policy_mode="load"):
+               init_dir=None, init_policy_mode="load", online=None):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
 
@@ -340,6 +358,7 @@ class _Loop:
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
     self._load_split = load
     self.init_dir, self._init_step, self.init_policy_mode = init_dir, None, init_policy_mode
+    self.online_cfg = online
     if init_dir is not None:  # Checked before the training data loads.
       self._init_step, meta = pretrained_policies.read_meta(init_dir)
       pretrained_policies.check_compatible(
@@ -365,8 +384,11 @@ class _Loop:
     self.lengths = (batching.round_up(longest([e.inputs for e in self.train_examples
                                                + self.grow_pool]), 8),
                     batching.round_up(max(longest([e.targets for e in self.train_examples]),
-                                          grow_cfg.max_decode_len), 8))
+                                          grow_cfg.max_decode_len,
+                                          online.max_decode_len if online else 0), 8))
     self.mesh = sharding_lib.make_mesh(mesh_cfg)
+    if online is not None:
+      online.check_layout(sharding_lib.num_batch_shards(self.mesh), jax.process_count())
     self.factory = train_state.StateFactory(self.model, self.mesh, sharding_lib.rules_of(mesh_cfg))
     self.evaluator = evaluate.Evaluator(self.model, self.mesh, self.factory.param_shardings,
                                         self.vocab, self.reward, eval_cfg,
@@ -455,6 +477,8 @@ class _Loop:
         self._run_grow(phase, params)
       elif phase.kind == "value":
         params = self._run_value(index, phase, params, mid_meta)
+      elif phase.kind == "online":
+        params = self._run_online(index, phase, params, mid_meta)
       else:
         params, stopped = self._run_improve(index, phase, params, mid_meta)
         if stopped:
@@ -496,7 +520,7 @@ class _Loop:
     return self._steps[key]
 
   def _train(self, index, phase, make_state, tx, spec, loss_cfg, data, cfg, mid_meta,
-             start_score, evaluate_fn):
+             start_score, evaluate_fn, wrap_step=None):
     """Trains one phase from `make_state()` or, resuming, from its mid-phase checkpoint."""
     progress = improve.PhaseProgress()
     if mid_meta is not None:
@@ -507,6 +531,8 @@ class _Loop:
     else:
       state, shardings = make_state()
     step_fn = self._step_fn(phase, spec, loss_cfg, tx, shardings, cfg.dropout)
+    if wrap_step is not None:  # The online phase: sample and score around the update.
+      step_fn = wrap_step(step_fn)
     frozen = tuple(f for f in train_state.FROZEN_FIELDS if getattr(state, f) is not None)
     start_total = self.total_steps - progress.step
 
@@ -647,6 +673,41 @@ class _Loop:
         "num_kept": int(fres.num_kept), "threshold": fres.threshold_description})
     return best, False
 
+  def _run_online(self, index, phase, params, mid_meta):
+    """On-policy RL from the BC policy (`rest_jax.online`); reported as `online_<loss>`."""
+    cfg = self.online_cfg
+    spec, loss_cfg = cfg.spec, cfg.loss_config()
+    tx = self._tx(cfg.train.optimizer, duals=bool(spec.init_params(loss_cfg)))
+    frozen = {"bc_params": self._bc_policy()} if "bc_logits" in spec.requires else {}
+    make_state = lambda: self.factory.start_phase(
+        params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg), frozen)
+    curve = online_lib.OnlineCurve(self.workdir, 0 if mid_meta is None else
+                                   mid_meta["progress"]["step"], write=_is_chief())
+    start_score = None
+    if mid_meta is None:  # The BC policy is the curve's first point and a best candidate.
+      start_score = curve.record(0, cfg.samples_per_step, self._validation_score(params))
+    sampler = sampling.make_sampler(self.model, cfg.sampling_config(), self.mesh,
+                                    self.factory.param_shardings)
+    old_policy = online_lib.make_old_policy_fn(self.model, self.mesh,
+                                               self.factory.param_shardings)
+    steps = []
+
+    def wrap(update):
+      steps.append(online_lib.OnlineStep(cfg, update, sampler, old_policy, self.reward,
+                                         self.train_examples, self.vocab, self.mesh))
+      return steps[-1]
+
+    evaluate_fn = lambda p: curve.record(steps[-1].steps_done, cfg.samples_per_step,
+                                         self._validation_score(p))
+    best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg,
+                                 online_lib.source_data(self.train_examples), cfg.train,
+                                 mid_meta, start_score, evaluate_fn, wrap_step=wrap)
+    samples = progress.step * cfg.samples_per_step
+    self._report(phase, best, progress, {
+        "loss": cfg.loss, "num_grown": samples, "samples_drawn": samples,
+        "reward_calls": samples, "online_steps": progress.step, "wall_s": curve.wall_s()})
+    return best
+
   # ------------------------------------------------------------------------------ grow
   def _grown(self, g):
     if g not in self._grown_cache:
@@ -701,6 +762,8 @@ class _Loop:
   def _report(self, phase, params, progress, fields):
     if phase.kind == "bc":
       run_name = "G0I0"
+    elif phase.kind == "online":
+      run_name = f"online_{fields['loss']}"
     else:
       run_name = phase.run_name
     rows = []
@@ -709,6 +772,8 @@ class _Loop:
       row = dict(summary, run=run_name, grow_step=phase.grow_step,
                  improve_step=max(phase.round, 0), split=split, **fields)
       row.setdefault("threshold", "")
+      if phase.kind == "online":  # Not a (Grow, Improve) point: listed after those, by name.
+        del row["grow_step"], row["improve_step"]
       row["best_step"] = progress.best_step
       row["early_stopping_reward"] = progress.best_score
       if split == "validation" and self.eval_cfg.best_of_n:

@@ -41,7 +41,8 @@ from rest_jax.train_state import PolicyState
 
 Batch = dict[str, jax.Array]
 
-BATCH_KEYS = ("inputs", "targets", "rewards", "weights", "behaviour_logprobs")
+BATCH_KEYS = ("inputs", "targets", "rewards", "weights", "behaviour_logprobs", "group_ids",
+              "old_values")
 
 
 def check_batch(batch: dict[str, Any]) -> None:
@@ -92,6 +93,12 @@ def build_loss_inputs(model: Transformer, spec: loss_base.LossSpec, params: Any,
     if "behaviour_logprobs" not in batch:
       raise ValueError(f"Loss {spec.name!r} needs the batch key 'behaviour_logprobs'.")
     extras["behaviour_token_logprobs"] = batch["behaviour_logprobs"]
+  for key in ("group_ids", "old_values"):  # Made by the on-policy step (rest_jax.online).
+    if key in needs:
+      if key not in batch:
+        raise ValueError(f"Loss {spec.name!r} needs the batch key {key!r} (an on-policy loss: "
+                         "train it with rest_jax.online).")
+      extras[key] = batch[key]
   return loss_base.LossInputs(
       token_logprobs=token_log_probs(logits, targets), logits=logits,
       mask=(targets != PAD_ID).astype(jnp.float32),

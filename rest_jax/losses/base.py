@@ -40,6 +40,9 @@ class LossInputs:
   lagged_token_logprobs: jax.Array | None = None  # [B, T] lagged policy copy (GOLD)
   prev_logits: jax.Array | None = None  # [B, T, V] round's starting policy (trust region)
   values: jax.Array | None = None  # [B, T] value head V(s_t) (differentiable)
+  # On-policy losses (`rest_jax.online`): rows sampled for the same source share a group id.
+  group_ids: jax.Array | None = None  # [B] int32
+  old_values: jax.Array | None = None  # [B, T] value head of the sampling-time policy (frozen)
 
 
 OPTIONAL_INPUTS = (
@@ -49,9 +52,11 @@ OPTIONAL_INPUTS = (
     "lagged_token_logprobs",
     "prev_logits",
     "values",
+    "group_ids",
+    "old_values",
 )
 _TOKEN_FIELDS = ("mask", "behaviour_token_logprobs", "bc_token_logprobs",
-                 "lagged_token_logprobs", "values")
+                 "lagged_token_logprobs", "values", "old_values")
 _VOCAB_FIELDS = ("bc_logits", "prev_logits")
 
 
@@ -80,6 +85,9 @@ class LossSpec:
   # (config, phase length in optimizer steps) -> the config that phase trains with: fills in
   # hyper-parameters defined relative to the phase (BVMPO's anneal length). The trainer calls it.
   for_phase: Callable[[Any, int], Any] = same_config
+  # True for on-policy losses: they need groups of fresh samples of the current policy
+  # (`rest_jax.online`), so an Improve round on grown data refuses them.
+  online_only: bool = False
 
   def __post_init__(self):
     unknown = sorted(set(self.requires) - set(OPTIONAL_INPUTS))
@@ -112,7 +120,7 @@ def check_inputs(inputs: LossInputs, loss_name: str, requires: frozenset[str]) -
                      f"got shape {inputs.logits.shape}")
   expected = {name: (batch, length) for name in _TOKEN_FIELDS}
   expected.update({name: inputs.logits.shape for name in _VOCAB_FIELDS})
-  expected.update(rewards=(batch,), weights=(batch,), step=())
+  expected.update(rewards=(batch,), weights=(batch,), group_ids=(batch,), step=())
   for name, shape in expected.items():
     value = getattr(inputs, name)
     if value is not None and tuple(value.shape) != tuple(shape):

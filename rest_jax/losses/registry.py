@@ -12,6 +12,8 @@ from rest_jax.losses import bc
 from rest_jax.losses import bvmpo
 from rest_jax.losses import gold
 from rest_jax.losses import oac
+from rest_jax.losses import ppo
+from rest_jax.losses import reinforce
 from rest_jax.losses import reward_weighted
 
 _LOSSES: dict[str, base.LossSpec] = {}
@@ -39,6 +41,11 @@ def get_loss(name: str) -> base.LossSpec:
     raise ValueError(f"Unknown loss {name!r}; valid losses: {list_losses()}") from None
 
 
+def list_online_losses() -> list[str]:
+  """Registered on-policy losses (`LossSpec.online_only`), sorted: what `rest_jax.online` trains."""
+  return sorted(name for name, spec in _LOSSES.items() if spec.online_only)
+
+
 def make_config(name: str, **overrides: Any) -> Any:
   """Default hyper-parameters of loss `name` with `overrides` applied (and validated)."""
   config_cls = get_loss(name).config_cls
@@ -51,6 +58,6 @@ def make_config(name: str, **overrides: Any) -> Any:
 
 
 for _spec in (bc.SPEC, reward_weighted.SPEC, gold.GOLD_S_SPEC, gold.GOLD_P_SPEC, bvmpo.SPEC,
-              oac.OAC_SPEC, oac.VALUE_PRETRAIN_SPEC):
+              oac.OAC_SPEC, oac.VALUE_PRETRAIN_SPEC, reinforce.SPEC, ppo.SPEC):
   register_loss(_spec)
 del _spec

@@ -64,6 +64,12 @@ def kl_divergence_from_logits(
   return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
+def entropy_from_logits(logits_BxTxV: jax.Array) -> jax.Array:
+  """Per-token entropy H = -sum_v p_v log p_v of softmax(logits)."""
+  log_p = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+  return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
 def last_valid_index(mask_BxT: jax.Array) -> jax.Array:
   """Index of the last real token of each row (the EOS); 0 for an empty row."""
   positions_T = jnp.arange(mask_BxT.shape[1])
