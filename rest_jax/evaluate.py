@@ -35,6 +35,12 @@ class EvalConfig:
   max_decode_len: int = 64
   best_of_n: tuple[int, ...] = ()  # e.g. (1, 2, 4, 8): Best-of-N curve on validation.
   best_of_n_temperature: float = 0.8
+  # Sampled reasoning metrics of every evaluated split (rest_jax.reasoning_eval): unbiased pass@k
+  # and majority vote maj@k for each k listed, from pass_at_k_samples samples per problem at
+  # pass_at_k_temperature, scored by the run's (verifier) reward. () = off.
+  pass_at_k: tuple[int, ...] = ()
+  pass_at_k_samples: int = 16
+  pass_at_k_temperature: float = 0.7
 
   def __post_init__(self):
     configs.check_choice("EvalConfig", "decode", self.decode, DECODE_METHODS)
@@ -45,6 +51,17 @@ class EvalConfig:
     if any((not isinstance(n, int)) or n <= 0 for n in self.best_of_n):
       raise ValueError(f"EvalConfig.best_of_n={self.best_of_n!r} is invalid: expected positive "
                        "integers.")
+    samples = self.pass_at_k_samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
+      raise ValueError(f"EvalConfig.pass_at_k_samples={samples!r} is invalid: expected a "
+                       "positive integer.")
+    if any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= samples
+           for k in self.pass_at_k):
+      raise ValueError(f"EvalConfig.pass_at_k={self.pass_at_k!r} is invalid: expected integers "
+                       f"in [1, pass_at_k_samples={samples}].")
+    if not self.pass_at_k_temperature > 0:
+      raise ValueError(f"EvalConfig.pass_at_k_temperature={self.pass_at_k_temperature!r} is "
+                       "invalid: must be > 0.")
 
 
 def strip_after_eos(tokens: np.ndarray) -> np.ndarray:

@@ -413,6 +413,7 @@ class _Loop:
     self._bc_params = None
     self._best_in_memory = None
     self._sampler = None
+    self._reasoning_evaluator = None  # EvalConfig.pass_at_k's sampler, built on first use.
     self.total_steps = 0
 
   def close(self):
@@ -779,6 +780,8 @@ class _Loop:
       if split == "validation" and self.eval_cfg.best_of_n:
         row["best_of_n"] = {str(n): r for n, r in self.evaluator.best_of_n(
             params, self.es_subset, jax.random.PRNGKey(self.seed))}
+      if self.eval_cfg.pass_at_k:
+        row.update(self._reasoning_metrics(params, examples))
       rows.append(row)
       if _is_chief():
         _write_samples(self.workdir, run_name, split, examples, hyps)
@@ -793,6 +796,21 @@ class _Loop:
         if warning.run == run_name:
           logger.warning("Reward-hacking check: %s", warning.message)
 
+  def _reasoning_metrics(self, params, examples):
+    """pass@k and maj@k of one split (EvalConfig.pass_at_k); the same key for every policy."""
+    from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
+    if self._reasoning_evaluator is None:
+      cfg = self.eval_cfg
+      self._reasoning_evaluator = reasoning_eval.ReasoningEvaluator(
+          self.model, self.mesh, self.factory.param_shardings, self.vocab, self.reward,
+          reasoning_eval.ReasoningEvalConfig(
+              ks=tuple(cfg.pass_at_k), num_samples=cfg.pass_at_k_samples,
+              temperature=cfg.pass_at_k_temperature, max_decode_len=cfg.max_decode_len,
+              batch_size=cfg.batch_size),
+          source_len=self.data_cfg.max_source_len)
+    return self._reasoning_evaluator.evaluate(params, examples,
+                                              jax.random.PRNGKey(self.seed + 1))
+
   def _write_reports(self):
     rows = self.results.rows
     report.write_markdown(self.workdir, rows)
@@ -802,6 +820,9 @@ class _Loop:
               for r in rows if r.get("split") == "validation" and r.get("best_of_n")}
     if curves:
       report.plot_best_of_n(curves, os.path.join(self.workdir, "best_of_n.png"))
+    if self.eval_cfg.pass_at_k:
+      from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
+      reasoning_eval.plot_pass_at_k_per_split(rows, self.workdir)
 
   def _plot_histograms(self):
     rewards, thresholds = {}, {}

@@ -38,6 +38,10 @@ def test_rest_em_iterations_on_the_answers_only_pool(tmp_path):
   by_run = {(r["run"], r["split"]): r for r in rows}
   assert set(by_run) == {(run, split) for run in ("G0I0", "G1I0", "G2I0")
                          for split in ("validation",) + TEST_SPLITS}
+  for row in rows:  # Sampled metrics (EvalConfig.pass_at_k) on every split, with their plots.
+    assert set(row["pass_at_k"]) == set(row["maj_at_k"]) == {"1", "2"}
+    assert 0 <= row["pass_at_k"]["1"] <= row["pass_at_k"]["2"] <= 100
+  assert all((tmp_path / f"pass_at_k_{s}.png").exists() for s in ("validation",) + TEST_SPLITS)
   for g in (1, 2):
     records = grown_data.GrowStore(str(tmp_path / "grown"), g).read_all()
     texts = np.asarray(records.sample_text, object)
