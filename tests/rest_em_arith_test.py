@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rest_jax import grown_data, main
+from rest_jax.models import model_config
 from rest_jax.rewards import registry as reward_registry
 
 pytestmark = pytest.mark.slow
@@ -75,3 +76,16 @@ def test_bad_grow_split_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"grow_split='pool': task 'arith' has no such split; its "
                                        r"splits: \['grow', 'test_l1'"):
     run_experiment(tmp_path, "DataConfig.grow_split = 'pool'")
+
+
+@pytest.mark.parametrize("gin_file", ["arith/rest_em.gin", "arith/rest.gin",
+                                      "test/tiny_arith.gin"])
+def test_arith_experiments_build_a_decoder_only_model(gin_file):
+  gin.clear_config()
+  try:
+    main.parse_gin([gin_file], [], [main.EXPERIMENTS_DIR], finalize=False)
+    overrides = gin.query_parameter("rest_loop.run.model_overrides")
+    config = model_config(gin.query_parameter("%MODEL"), 259, **overrides)  # Byte vocabulary.
+    assert config.decoder_only and config.num_encoder_layers == 0
+  finally:
+    gin.clear_config()
