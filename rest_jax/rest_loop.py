@@ -675,7 +675,8 @@ class _Loop:
     return best, False
 
   def _run_online(self, index, phase, params, mid_meta):
-    """On-policy RL from the BC policy (`rest_jax.online`); reported as `online_<loss>`."""
+    """On-policy RL from the BC policy (`rest_jax.online`) on the sources Grow samples from
+    (`DataConfig.grow_split`); reported as `online_<loss>`."""
     cfg = self.online_cfg
     spec, loss_cfg = cfg.spec, cfg.loss_config()
     tx = self._tx(cfg.train.optimizer, duals=bool(spec.init_params(loss_cfg)))
@@ -695,13 +696,13 @@ class _Loop:
 
     def wrap(update):
       steps.append(online_lib.OnlineStep(cfg, update, sampler, old_policy, self.reward,
-                                         self.train_examples, self.vocab, self.mesh))
+                                         self.grow_pool, self.vocab, self.mesh))
       return steps[-1]
 
     evaluate_fn = lambda p: curve.record(steps[-1].steps_done, cfg.samples_per_step,
                                          self._validation_score(p))
     best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg,
-                                 online_lib.source_data(self.train_examples), cfg.train,
+                                 online_lib.source_data(self.grow_pool), cfg.train,
                                  mid_meta, start_score, evaluate_fn, wrap_step=wrap)
     samples = progress.step * cfg.samples_per_step
     self._report(phase, best, progress, {
