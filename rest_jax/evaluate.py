@@ -41,6 +41,9 @@ class EvalConfig:
   pass_at_k: tuple[int, ...] = ()
   pass_at_k_samples: int = 16
   pass_at_k_temperature: float = 0.7
+  # A reward spec (e.g. 'learned:path=/rm') that reranks the same samples: Best-of-N by that
+  # reward, judged by the run's verifier, for each k of pass_at_k. None = off.
+  pass_at_k_reranker: str | None = None
 
   def __post_init__(self):
     configs.check_choice("EvalConfig", "decode", self.decode, DECODE_METHODS)
@@ -62,6 +65,12 @@ class EvalConfig:
     if not self.pass_at_k_temperature > 0:
       raise ValueError(f"EvalConfig.pass_at_k_temperature={self.pass_at_k_temperature!r} is "
                        "invalid: must be > 0.")
+    if self.pass_at_k_reranker is not None:
+      from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
+      name = registry.parse_spec(self.pass_at_k_reranker)[0]
+      if name not in registry.list_rewards():
+        raise ValueError(f"EvalConfig.pass_at_k_reranker={self.pass_at_k_reranker!r} is "
+                         f"invalid: unknown reward {name!r}; valid: {registry.list_rewards()}.")
 
 
 def strip_after_eos(tokens: np.ndarray) -> np.ndarray:

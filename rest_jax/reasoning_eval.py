@@ -31,7 +31,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 import numpy as np
 
-from rest_jax import batching, configs, report, sampling
+from rest_jax import batching, configs, fileio, report, sampling
 from rest_jax import sharding as sharding_lib
 from rest_jax.evaluate import detokenize
 from rest_jax.models.transformer import EOS_ID
@@ -216,3 +216,40 @@ def plot_pass_at_k_per_split(rows: Sequence[Mapping[str, Any]], workdir: str) ->
   splits = list(dict.fromkeys(r.get("split") for r in rows if r.get("pass_at_k")))
   paths = [plot_pass_at_k(rows, pass_at_k_path(workdir, split), split) for split in splits]
   return [p for p in paths if p]
+
+
+METRIC_TITLES = (("pass_at_k", "pass@{k}"), ("maj_at_k", "maj@{k}"),
+                 ("best_of_n_reranked", "best-of-{k} (reranked)"))
+
+
+def markdown_tables(rows: Sequence[Mapping[str, Any]]) -> str:
+  """One table per split: greedy pass@1 (the reward) and every sampled metric, per run."""
+  out = []
+  for split in dict.fromkeys(r.get("split") for r in rows if r.get("pass_at_k")):
+    split_rows = [r for r in rows if r.get("split") == split and r.get("pass_at_k")]
+    columns = [(key, int(k)) for key, _ in METRIC_TITLES
+               for k in sorted({int(k) for r in split_rows for k in (r.get(key) or {})})]
+    titles = {key: title for key, title in METRIC_TITLES}
+    header = ["run", "greedy pass@1"] + [titles[key].format(k=k) for key, k in columns]
+    lines = [f"## {split}", "", "| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 1)]
+    for r in split_rows:
+      cells = [str(r["run"]), f"{r.get('mean_reward', float('nan')):.2f}"]
+      cells += [f"{r[key][str(k)]:.2f}" if str(k) in (r.get(key) or {}) else "-"
+                for key, k in columns]
+      lines.append("| " + " | ".join(cells) + " |")
+    out.append("\n".join(lines))
+  return "\n\n".join(out)
+
+
+def write_reports(rows: Sequence[Mapping[str, Any]], workdir: str) -> list[str]:
+  """`pass_at_k.md` (tables per split) and `pass_at_k_<split>.png`; returns the paths."""
+  text = markdown_tables(rows)
+  if not text:
+    return []
+  path = os.path.join(workdir, "pass_at_k.md")
+  header = ("# Sampled evaluation\n\nPercent of problems solved. pass@k: unbiased estimator; "
+            "maj@k: majority vote over the first k samples; greedy pass@1: the reward column "
+            "of results.md.\n\n")
+  fileio.write_atomic(path, (header + text + "\n").encode("utf-8"))
+  return [path] + plot_pass_at_k_per_split(rows, workdir)

@@ -802,13 +802,16 @@ class _Loop:
     from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
     if self._reasoning_evaluator is None:
       cfg = self.eval_cfg
+      from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
+      reranker = (None if cfg.pass_at_k_reranker is None
+                  else registry.reward_from_spec(cfg.pass_at_k_reranker))
       self._reasoning_evaluator = reasoning_eval.ReasoningEvaluator(
           self.model, self.mesh, self.factory.param_shardings, self.vocab, self.reward,
           reasoning_eval.ReasoningEvalConfig(
               ks=tuple(cfg.pass_at_k), num_samples=cfg.pass_at_k_samples,
               temperature=cfg.pass_at_k_temperature, max_decode_len=cfg.max_decode_len,
               batch_size=cfg.batch_size),
-          source_len=self.data_cfg.max_source_len)
+          source_len=self.data_cfg.max_source_len, selector=reranker)
     return self._reasoning_evaluator.evaluate(params, examples,
                                               jax.random.PRNGKey(self.seed + 1))
 
@@ -823,7 +826,7 @@ class _Loop:
       report.plot_best_of_n(curves, os.path.join(self.workdir, "best_of_n.png"))
     if self.eval_cfg.pass_at_k:
       from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
-      reasoning_eval.plot_pass_at_k_per_split(rows, self.workdir)
+      reasoning_eval.write_reports(rows, self.workdir)
 
   def _plot_histograms(self):
     rewards, thresholds = {}, {}

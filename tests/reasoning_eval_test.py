@@ -72,6 +72,9 @@ def test_config_errors():
     evaluate.EvalConfig(pass_at_k=(1,), pass_at_k_samples=0)
   with pytest.raises(ValueError, match="EvalConfig.pass_at_k_temperature=0.0 is invalid"):
     evaluate.EvalConfig(pass_at_k_temperature=0.0)
+  with pytest.raises(ValueError, match=r"pass_at_k_reranker='rm:path=/x' is invalid: unknown "
+                                       r"reward 'rm'; valid: \['bleu'"):
+    evaluate.EvalConfig(pass_at_k_reranker="rm:path=/x")
 
 
 def test_sampled_evaluation_of_a_toy_policy(tmp_path):
@@ -98,10 +101,16 @@ def test_sampled_evaluation_of_a_toy_policy(tmp_path):
   expected = [reasoning_eval.mean_pass_at_k(done, k) for k in (1, 2, 4)]
   assert [metrics["pass_at_k"][k] for k in ("1", "2", "4")] == pytest.approx(expected)
   assert metrics["best_of_n_reranked"]["4"] == pytest.approx(100 * done.any(1).mean())
-  rows = [dict(metrics, run=run, split="validation") for run in ("G0I0", "G1I0")]
-  paths = reasoning_eval.plot_pass_at_k_per_split(rows, str(tmp_path))
-  assert paths == [os.path.join(tmp_path, "pass_at_k_validation.png")]
-  assert os.path.getsize(paths[0]) > 0
+  rows = [dict(metrics, run=run, split="validation", mean_reward=12.5)
+          for run in ("G0I0", "G1I0")]
+  paths = reasoning_eval.write_reports(rows, str(tmp_path))
+  assert paths == [os.path.join(tmp_path, "pass_at_k.md"),
+                   os.path.join(tmp_path, "pass_at_k_validation.png")]
+  assert os.path.getsize(paths[1]) > 0
+  table = open(paths[0]).read().split("## validation\n\n")[1].splitlines()
+  assert table[0] == ("| run | greedy pass@1 | pass@1 | pass@2 | pass@4 | maj@1 | maj@2 | maj@4 "
+                      "| best-of-1 (reranked) | best-of-2 (reranked) | best-of-4 (reranked) |")
+  assert table[2].startswith(f"| G0I0 | 12.50 | {metrics['pass_at_k']['1']:.2f} |")
 
 
 def any_output(source, hypothesis, reference):

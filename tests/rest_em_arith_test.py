@@ -42,7 +42,9 @@ def test_rest_em_iterations_on_the_answers_only_pool(tmp_path):
   for row in rows:  # Sampled metrics (EvalConfig.pass_at_k) on every split, with their plots.
     assert set(row["pass_at_k"]) == set(row["maj_at_k"]) == {"1", "2"}
     assert 0 <= row["pass_at_k"]["1"] <= row["pass_at_k"]["2"] <= 100
+    assert set(row["best_of_n_reranked"]) == {"1", "2"}  # Reranked by chrF (tiny_arith.gin).
   assert all((tmp_path / f"pass_at_k_{s}.png").exists() for s in ("validation",) + TEST_SPLITS)
+  assert "## test_l4" in (tmp_path / "pass_at_k.md").read_text()
   for g in (1, 2):
     records = grown_data.GrowStore(str(tmp_path / "grown"), g).read_all()
     texts = np.asarray(records.sample_text, object)
