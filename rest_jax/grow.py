@@ -41,7 +41,7 @@ import jax
 import numpy as np
 import tqdm
 
-from rest_jax import batching, configs, grown_data
+from rest_jax import batching, configs, grown_data, preemption
 from rest_jax import sharding as sharding_lib
 from rest_jax.evaluate import detokenize, strip_after_eos
 from rest_jax.models.transformer import EOS_ID
@@ -205,6 +205,9 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
     written += 1
     finished = (tokens == EOS_ID).any(-1)
     truncated += int(finished.size - finished.sum())
+    if preemption.stop_requested():  # The shards written so far are kept; resume goes on here.
+      raise preemption.Preempted(f"Grow step {grow_step}: stopped after shard {shard_index} of "
+                                 f"{num_shards}.")
   sharding_lib.barrier(f"grow{grow_step}_shards_written")  # Every shard exists before reading.
   logger.info("Grow step %d: wrote %d shard(s) of %d; %d sample(s) reached max_decode_len=%d "
               "without EOS (truncated_samples=%r).", grow_step, written, num_shards, truncated,

@@ -5,7 +5,10 @@ evaluates the validation reward every `eval_every` steps, keeps the parameters w
 validation reward (the phase's starting policy counts as a candidate, so a round never ends
 worse than it began on that measure) and stops after `patience` evaluations without
 improvement. At every evaluation it checkpoints the full state and the loop position, so a
-killed run resumes mid-phase and continues with exactly the same batches and keys.
+killed run resumes mid-phase and continues with exactly the same batches and keys. After SIGTERM
+(`rest_jax.preemption`) it checkpoints at the end of the step in flight and raises `Preempted`.
+A NaN or infinite loss (seen at every log and evaluation step) stops the phase with
+`NonFiniteLossError` before that state is saved, so the newest checkpoint stays a sound one.
 
 `round_data` turns the grown records of a Grow step into one Improve round's training set.
 """
@@ -21,11 +24,15 @@ import jax
 import numpy as np
 import tqdm
 
-from rest_jax import batching, filters, grown_data
+from rest_jax import batching, filters, grown_data, preemption
 from rest_jax import sharding as sharding_lib
 from rest_jax.configs import OptimizerConfig
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite (checked at every log and evaluation step)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +130,24 @@ def train_phase(name: str, state, step_fn, data: batching.SequenceData,
     state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
     progress.step = step + 1
     bar.update(1)
-    if progress.step % config.log_every == 0 or progress.step == config.max_steps:
+    saved = progress.step % config.eval_every == 0 or progress.step == config.max_steps
+    if saved or progress.step % config.log_every == 0:
       host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       bar.set_postfix(loss=f"{host_metrics['loss']:.3f}")
       hooks.log_metrics(host_metrics, progress.step)
-    if progress.step % config.eval_every == 0 or progress.step == config.max_steps:
+      if not math.isfinite(host_metrics["loss"]):  # Checked before this state is saved.
+        bar.close()
+        raise NonFiniteLossError(
+            f"{name}: the training loss is {host_metrics['loss']} at step {progress.step}; "
+            "this state is not saved. Lower the phase's OptimizerConfig.learning_rate (or check "
+            "the data) and run the same command again: it resumes from the newest checkpoint.")
+    if saved:
       _evaluate_and_checkpoint(state, config, hooks, progress)
+    if preemption.stop_requested():
+      if not saved:
+        hooks.save_state(state, progress)
+      bar.close()
+      raise preemption.Preempted(f"{name}: stopped after step {progress.step} (checkpointed).")
   bar.close()
   progress.finished = True
   best = hooks.load_best() if progress.best_step >= 0 else state.params

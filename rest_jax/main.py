@@ -9,6 +9,10 @@ A run writes only into its workdir (and the TFDS data folder, $TFDS_DATA_DIR or
 temporary files — TFDS stages dataset info in `tmp*tfds` folders it never removes, TensorFlow's
 autograph writes generated modules — so the process's temporary folder is pointed at a folder of
 its own under `<workdir>/tmp`, removed when the run ends (and, after a kill, by the next run).
+
+Exit status: 0 when the run completed; `rest_jax.preemption.EXIT_CODE` (75) when SIGTERM stopped
+it at a checkpointed step boundary (run the same command again to resume); 1 on an error (a
+one-line message names the bad input).
 """
 
 from __future__ import annotations
@@ -130,6 +134,27 @@ def use_private_tempdir(workdir: str) -> str:
   return path
 
 
+def check_local_workdir(workdir: str) -> None:
+  """A local workdir must be a directory this process can write (or not exist yet); checked
+  by writing a probe file, which also catches read-only mounts and root-owned folders."""
+  from rest_jax import fileio
+  if fileio.is_remote(workdir):
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir!r} is a file; expected a directory (created when "
+                     "missing).")
+  if os.path.isdir(workdir):
+    probe = os.path.join(workdir, f".write_probe-{socket.gethostname()}-{os.getpid()}")
+    try:
+      with open(probe, "wb"):
+        pass
+      os.remove(probe)
+    except OSError as e:
+      raise PermissionError(f"--workdir={workdir!r} is not writable ({e.strerror}); expected a "
+                            "directory this user can write (checkpoints and results go "
+                            "there).") from None
+
+
 def _is_running(pid: int) -> bool:
   try:
     os.kill(pid, 0)
@@ -141,24 +166,34 @@ def _is_running(pid: int) -> bool:
 
 
 def main(argv: Sequence[str]) -> None:
+  import logging
   import gin
   from absl import flags as absl_flags
-  from rest_jax import fileio, rest_loop
+  from rest_jax import fileio, preemption, rest_loop
   flags = absl_flags.FLAGS
   configure_logging(flags.verbose_libraries)
   if len(argv) > 1:
     raise ValueError(f"Unexpected positional arguments: {argv[1:]}")
   if not flags.workdir:
     raise ValueError("--workdir is required (checkpoints, grown data and results go there).")
+  check_local_workdir(flags.workdir)
+  preemption.install_handler()  # Before jax.distributed, whose preemption service replaces it.
   use_private_tempdir(flags.workdir)
   if flags.multiprocess:
     from rest_jax import distributed
     distributed.initialize(flags.coordinator_address, flags.num_processes, flags.process_id)
   parse_gin(flags.gin_file, flags.gin_bindings, flags.gin_search_paths)
   fileio.makedirs(flags.workdir)
-  _write(os.path.join(flags.workdir, "config.gin"), gin.config_str())
+  config = gin.config_str()
+  write_config = lambda: _write(os.path.join(flags.workdir, "config.gin"), config)
   rest_loop_run = gin.get_configurable("rest_loop.run")
-  rest_loop_run(workdir=flags.workdir)
+  try:  # config.gin is written once the workdir has accepted this configuration.
+    rest_loop_run(workdir=flags.workdir, on_start=write_config)
+  except preemption.Preempted as e:
+    logging.getLogger("rest_jax.main").warning(
+        "Preempted: %s Exiting with status %d; run the same command to resume.", e,
+        preemption.EXIT_CODE)
+    sys.exit(preemption.EXIT_CODE)
   _write(os.path.join(flags.workdir, "operative_config.gin"), gin.operative_config_str())
   del rest_loop
 

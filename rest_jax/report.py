@@ -545,18 +545,38 @@ class TensorBoardWriter:
 
   Writes through ``tf.summary.write`` with the scalars plugin metadata, i.e. the records
   ``tf.summary.scalar`` produces, without needing the tensorboard package at write time.
+
+  One value per (tag, step) across restarts: a resumed run repeats the steps after its last
+  checkpoint (the same values, as resume is deterministic), so a new writer first reads the
+  (tag, step) pairs already in ``logdir``'s event files — up to a record cut short by a kill —
+  and skips them.
   """
 
   def __init__(self, logdir: str | os.PathLike):
     self._tf = _import_tensorflow()
     from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
     self.logdir = os.fspath(logdir)
+    self._logged = self._logged_points()
     self._writer = self._tf.summary.create_file_writer(self.logdir)
     self._metadata = summary_pb2.SummaryMetadata(
         plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
 
+  def _logged_points(self) -> set[tuple[str, int]]:
+    points = set()
+    pattern = os.path.join(self.logdir, "events.out.tfevents.*")
+    for path in sorted(self._tf.io.gfile.glob(pattern)):
+      try:
+        for event in self._tf.compat.v1.train.summary_iterator(path):
+          points.update((value.tag, int(event.step)) for value in event.summary.value)
+      except self._tf.errors.DataLossError:  # The last record of a killed run's file.
+        pass
+    return points
+
   def scalar(self, tag: str, value: float, step: int) -> None:
     value = float(value)
+    if (tag, int(step)) in self._logged:
+      return
+    self._logged.add((tag, int(step)))
     with self._writer.as_default():
       self._tf.summary.write(tag, self._tf.constant(value, self._tf.float32), step=int(step),
                              metadata=self._metadata)

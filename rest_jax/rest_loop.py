@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rest_jax import checkpointing, configs, evaluate, fileio, filters, grow as grow_lib
-from rest_jax import grown_data, pretrained_policies
+from rest_jax import grown_data, preemption, pretrained_policies
 from rest_jax import batching, improve, optim, report, sampling, train, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax import online as online_lib
@@ -258,7 +258,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         reward_options: Any = None, bc_loss_overrides: Any = None,
         bc_selection_metric: str = "mean_reward", seed: int = 0,
         init_policy: str | None = None, init_policy_mode: str = "load",
-        stop_after_phase: str | None = None,
+        stop_after_phase: str | None = None, on_start: Any = None,
         online: online_lib.OnlineConfig | None = None) -> list[dict]:
   """Runs (or resumes) a ReST experiment in `workdir`; returns the results rows.
 
@@ -275,6 +275,10 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
 
   `stop_after_phase` (a phase name such as "grow1") ends the run after that phase — used to
   inspect grown data before Improve, and by the resume tests.
+
+  `on_start()` is called once the configuration and the workdir's checkpoints have been checked,
+  before any phase runs (`rest_jax.main` writes config.gin then, so a refused configuration
+  does not overwrite the config of the run the workdir holds).
 
   `init_policy` ('pretrained=NAME', a workdir or a checkpoint directory; see
   rest_jax.pretrained_policies) makes the BC phase load that policy instead of training one; its
@@ -319,7 +323,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
                bc_selection_metric, init_dir, init_policy_mode, online=online)
   try:
-    return loop.run(stop_after_phase)
+    return loop.run(stop_after_phase, on_start)
   finally:
     loop.close()
 
@@ -407,6 +411,15 @@ class _Loop:
         if _is_chief() else None
     self.fingerprint = {"model": dataclasses.asdict(self.model.config), "task": data_cfg.task,
                         "lengths": list(self.lengths)}
+    # What the BC phase trains with; a workdir whose BC has started must keep it (checked on
+    # resume), as its checkpoints and results would otherwise mix two BC configurations.
+    self.bc_settings = json.loads(json.dumps({
+        "train": dataclasses.asdict(bc_cfg), "loss": repr(bc_loss_config),
+        "selection_metric": bc_selection_metric,
+        # The policy's folder name, not its path: a workdir may resume on another machine.
+        "init_policy": init_dir and os.path.basename(os.path.normpath(init_dir)),
+        "init_policy_mode": init_policy_mode, "bc_extra_splits": list(data_cfg.bc_extra_splits),
+        "bc_train_repeats": data_cfg.bc_train_repeats}, default=str))
     self._grown_cache: dict[int, grown_data.GrownRecords] = {}
     self._txs: dict[Any, Any] = {}
     self._steps: dict[Any, Any] = {}
@@ -439,6 +452,14 @@ class _Loop:
           f"phases {done} with {meta.get('fingerprint')}, but this configuration plans "
           f"{names[:index]} with {self.fingerprint}. A run may only change phases it has not "
           "started; use a new --workdir otherwise.")
+    saved_bc = meta.get("bc_settings")
+    if saved_bc is not None and saved_bc != self.bc_settings:
+      changed = sorted(k for k in self.bc_settings if saved_bc.get(k) != self.bc_settings[k])
+      raise checkpointing.CheckpointError(
+          f"The checkpoints in {self.workdir} were made with another BC configuration "
+          f"({', '.join(f'{k}: {saved_bc.get(k)} -> {self.bc_settings[k]}' for k in changed)}); "
+          "a started BC phase cannot change. Restore those settings, or use a new --workdir "
+          "(rest_loop.run.init_policy can start it from this workdir's BC policy).")
     self.total_steps = meta["total_steps"]
     if meta["kind"] == "policy":
       params, _ = self.ckpt.restore(self._abstract_params(), step)
@@ -449,9 +470,10 @@ class _Loop:
     return self.factory.abstract_state(self._tx(self.bc_cfg.optimizer))[0].params
 
   # ------------------------------------------------------------------------------ run
-  def run(self, stop_after_phase):
+  def run(self, stop_after_phase, on_start=None):
     """Runs the phases from the resume point; a damaged resume checkpoint is set aside (one
     WARNING line naming it and why) and the run resumes from the newest readable one."""
+    self._on_start = on_start
     while True:
       try:
         return self._run_phases(stop_after_phase)
@@ -464,8 +486,13 @@ class _Loop:
 
   def _run_phases(self, stop_after_phase):
     index, params, mid_meta = self._resume_point()
+    if self._on_start is not None:  # Once: the configuration fits this workdir.
+      self._on_start()
+      self._on_start = None
     if index > 0 or mid_meta is not None:
-      logger.info("Resuming at phase %s.", self.phases[min(index, len(self.phases) - 1)].name)
+      step = "" if mid_meta is None else f", step {mid_meta['progress']['step']}"
+      logger.info("Resuming at phase %s%s.", self.phases[min(index, len(self.phases) - 1)].name,
+                  step)
     skip_rest_of_grow = None
     while index < len(self.phases):
       phase = self.phases[index]
@@ -490,11 +517,15 @@ class _Loop:
         self._save_policy(index, params)
       if phase.name == stop_after_phase:
         break
+      if index < len(self.phases) and preemption.stop_requested():
+        raise preemption.Preempted(f"Stopped before phase {self.phases[index].name} "
+                                   "(checkpointed).")
     return self._finish()
 
   def _save_policy(self, index, params):
     meta = {"kind": "policy", "phase_index": index, "total_steps": self.total_steps,
-            "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases]}
+            "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases],
+            "bc_settings": self.bc_settings}
     self.ckpt.save(index * PHASE_STRIDE, params, meta)
 
   # ---------------------------------------------------------------------- training phase
@@ -541,7 +572,8 @@ class _Loop:
       self.total_steps = start_total + prog.step
       meta = {"kind": "state", "phase_index": index, "progress": prog.to_json(),
               "frozen": list(frozen), "total_steps": self.total_steps,
-              "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases]}
+              "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases],
+              "bc_settings": self.bc_settings}
       self.ckpt.save(index * PHASE_STRIDE + prog.step, st, meta)
 
     def save_best(params, prog):
@@ -818,8 +850,9 @@ class _Loop:
   def _write_reports(self):
     rows = self.results.rows
     report.write_markdown(self.workdir, rows)
-    report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
-    report.plot_reward_vs_chrf(rows, os.path.join(self.workdir, "reward_vs_chrf.png"))
+    if any(r.get("split") == "validation" for r in rows):  # None if its line was garbled.
+      report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
+      report.plot_reward_vs_chrf(rows, os.path.join(self.workdir, "reward_vs_chrf.png"))
     curves = {r["run"]: sorted((int(n), v) for n, v in r["best_of_n"].items())
               for r in rows if r.get("split") == "validation" and r.get("best_of_n")}
     if curves:

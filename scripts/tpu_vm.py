@@ -13,6 +13,8 @@ their output streamed, and stops at the first failure. Needs only Python and the
   python scripts/tpu_vm.py delete --name=rest-iwslt --zone=us-central2-b
 
 Verbs: create setup run logs wait stop fetch status delete all. Every verb takes --dry_run.
+`all --max_preemptions=N` waits for the run and, when a spot VM or queued resource is preempted,
+deletes and re-creates it and resumes the same workdir, at most N times (docs/tpu.md).
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="results land in DEST_DIR/<basename of workdir>")
   sub["delete"].add_argument("--yes", action="store_true", help="do not ask for confirmation")
   sub["all"].add_argument("--wait", action="store_true", help="wait for the run to end")
+  sub["all"].add_argument("--max_preemptions", type=int, default=0,
+                          help="resume a preempted run up to N times: re-create the VM (or "
+                          "queued resource) and run again on the same workdir; implies --wait")
   return parser
 
 
@@ -134,7 +139,8 @@ def plan(args: argparse.Namespace) -> tuple[list[list[str]], list[str]]:
       fetch=lambda: tpu.fetch_commands(cfg, args.dest_dir),
       status=lambda: tpu.status_commands(cfg),
       delete=lambda: tpu.delete_commands(cfg, args.yes),
-      all=lambda: tpu.all_commands(cfg, args.wait),
+      all=lambda: (tpu.supervised_plan(cfg, args.max_preemptions) if args.max_preemptions
+                   else tpu.all_commands(cfg, args.wait)),
   )
   commands = builders[args.verb]()
   warnings = tpu.workdir_warnings(cfg) if args.verb in ("run", "all") else []
@@ -171,6 +177,34 @@ def execute(commands: list[list[str]]) -> int:
   return 0
 
 
+def read_state(cfg: tpu.TpuConfig) -> str | None:
+  """The VM's (or queued resource's) state; None when it does not exist; 'UNKNOWN' when gcloud
+  fails otherwise (then nothing is re-created)."""
+  result = subprocess.run(tpu.state_command(cfg), capture_output=True, text=True, check=False)
+  if result.returncode == 0:
+    return result.stdout.strip()
+  return None if "NOT_FOUND" in result.stderr else "UNKNOWN"
+
+
+def supervise(cfg: tpu.TpuConfig, max_preemptions: int, run=execute, state=read_state) -> int:
+  """create, setup, run, wait; after a preemption, re-create (or re-run) and wait again, at most
+  `max_preemptions` times. Returns the last exit status."""
+  returncode = run(tpu.all_commands(cfg, wait=True))
+  for attempt in range(1, max_preemptions + 1):
+    current = state(cfg) if returncode else ""
+    action = tpu.recovery(returncode, current)
+    if action in ("done", "fail"):
+      return returncode
+    print(f"run ended with status {returncode}, state {current or 'gone'}: {action} "
+          f"(resume {attempt} of {max_preemptions})", file=sys.stderr, flush=True)
+    returncode = run(tpu.recreate_commands(cfg, delete=current is not None)
+                     if action == "recreate" else tpu.rerun_commands(cfg))
+  if returncode:
+    print(f"error: status {returncode} after {max_preemptions} resume(s); the workdir keeps the "
+          "checkpoints: run the same command again to go on.", file=sys.stderr)
+  return returncode
+
+
 def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
@@ -183,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.dry_run:
     sys.stdout.write(tpu.format_commands(commands))
     return 0
+  if args.verb == "all" and args.max_preemptions:
+    return supervise(config_from_args(args), args.max_preemptions)
   return execute(commands)
 
 

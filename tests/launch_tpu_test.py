@@ -163,7 +163,8 @@ def test_run_command_on_all_workers():
   assert ">> ~/rest_jax_logs/rest_jax.log 2>&1 < /dev/null & echo $! > ~/rest_jax_logs/rest_jax.pid"\
       in outer
   job = shlex.split(outer.split("nohup setsid bash -c ", 1)[1])[0]
-  assert shlex.split(job.split("; ")[1]) == [
+  assert job.startswith("trap ") and " TERM; " in job  # The wrapper outlives SIGTERM.
+  assert shlex.split(job.split("; ")[2]) == [
       "env", "REST_JAX_TSV_DIR=gs://bkt/data", "A=x y", "python3", "-u", "-m", "rest_jax.main",
       "--gin_file=wmt20_zh_en/rest.gin", "--workdir=gs://bkt/wmt20", "--multiprocess",
       "--gin.rest_loop.run.num_grow_steps=2", "--gin.REWARD='learned:path=/rm'"]
@@ -186,7 +187,8 @@ def _fake_worker(tmp_path):
   (home / "rest_jax").mkdir(parents=True)
   fake = tmp_path / "fake_python"
   fake.write_text(f"#!{sys.executable}\n" + (
-      "import json, os, sys, time\n"
+      "import json, os, signal, sys, time\n"
+      "signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))  # As rest_jax.main does.\n"
       "json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), 'A': os.environ.get('A')},"
       " open(os.environ['RECORD'], 'w'))\n"
       "print('training step 1', flush=True)\n"
@@ -238,7 +240,10 @@ def test_run_refuses_while_running_and_stop_ends_it(tmp_path):
     assert again.returncode == 1 and "long is still running" in again.stderr
     assert "stopped long" in _bash(tpu.remote_stop_script(cfg), home).stdout
     waited = _bash(tpu.remote_wait_script(cfg, poll_seconds=0.05), home, check=False)
-    assert waited.returncode == 1 and "no exit status" in waited.stderr
+    # The run's SIGTERM status reaches `wait` (the wrapper shell survives the signal).
+    assert waited.returncode == tpu.PREEMPTED_EXIT_CODE == 75, waited.stderr
+    assert "=== long got SIGTERM ===" in waited.stdout
+    assert "=== long exited with status 75 ===" in waited.stdout
     assert "long is not running" in _bash(tpu.remote_stop_script(cfg), home).stdout
   finally:
     subprocess.run(["kill", "-KILL", "--", f"-{pid}"], capture_output=True)
@@ -403,3 +408,70 @@ def test_execute_stops_at_the_first_failure(tmp_path, capsys):
   assert execute([["touch", str(marker)], ["no-such-program-xyz"]]) == 127
   assert "'no-such-program-xyz' not found on PATH" in capsys.readouterr().err
   assert not marker.exists()
+
+
+# --- preemption: re-create and resume --------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, state, action", [
+    (0, "READY", "done"),
+    (75, "PREEMPTED", "recreate"), (255, "PREEMPTED", "recreate"), (255, "TERMINATED", "recreate"),
+    (255, None, "recreate"), (1, "SUSPENDED", "recreate"), (255, "FAILED", "recreate"),
+    (75, "READY", "rerun"), (75, "ACTIVE", "rerun"),
+    (1, "READY", "fail"), (255, "UNKNOWN", "fail"),
+])
+def test_recovery_after_wait(status, state, action):
+  assert tpu.recovery(status, state) == action
+
+
+def test_cli_all_max_preemptions_dry_run_shows_the_recovery_commands():
+  flags = ["--name=rest-wmt", "--zone=us-central2-b", "--accelerator_type=v4-32", "--queued",
+           "--spot", "--gin_file=wmt20_zh_en/rest.gin", "--workdir=gs://bkt/wmt20"]
+  result = _cli("all", "--dry_run", "--max_preemptions=3", *flags)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  cfg = TpuConfig(name="rest-wmt", zone="us-central2-b", accelerator_type="v4-32", queued=True,
+                  spot=True, local_repo=REPO, gin_files=("wmt20_zh_en/rest.gin",),
+                  workdir="gs://bkt/wmt20")
+  first = [shlex.join(argv) for argv in tpu.all_commands(cfg, wait=True)]
+  assert lines[:len(first)] == first
+  rest = lines[len(first):]
+  assert rest[0] == "# on a non-zero exit, up to 3 time(s): read the state"
+  assert rest[1] == ("gcloud compute tpus queued-resources describe rest-wmt-qr "
+                     "--zone=us-central2-b '--format=value(state.state)'")
+  assert rest[2] == "# state SUSPENDING, SUSPENDED, FAILED or gone: recreate and resume the workdir"
+  assert rest[3] == ("gcloud compute tpus queued-resources delete rest-wmt-qr "
+                     "--zone=us-central2-b --force --quiet")
+  assert rest[4:4 + len(first)] == first  # The same workdir: the run resumes from it.
+  assert rest[4 + len(first)] == "# state ready and exit status 75 (SIGTERM): run again"
+  assert rest[5 + len(first):] == [shlex.join(argv) for argv in tpu.rerun_commands(cfg)] + [
+      "# any other exit status: stop with it"]
+  bad = _cli("all", "--dry_run", "--max_preemptions=-1", *flags)
+  assert bad.returncode == 2 and "max_preemptions=-1 is invalid" in bad.stderr
+
+
+def test_supervise_recreates_a_preempted_vm_within_the_budget(capsys):
+  supervise = _script_module().supervise
+  cfg = _cfg(accelerator_type="v4-8", spot=True, gin_files=("a.gin",), workdir="gs://bkt/w")
+  calls, statuses = [], []
+
+  def run(commands):
+    calls.append(commands)
+    return statuses.pop(0)
+
+  states = iter(["PREEMPTED", None, "READY"])
+  statuses[:] = [75, 255, 75, 0]
+  assert supervise(cfg, 3, run=run, state=lambda _: next(states)) == 0
+  assert calls == [tpu.all_commands(cfg, wait=True), tpu.recreate_commands(cfg),
+                   tpu.recreate_commands(cfg, delete=False), tpu.rerun_commands(cfg)]
+  assert calls[1][0] == TPU_VM + ["delete", "rest-test", ZONE, "--quiet"]
+  assert "state PREEMPTED: recreate (resume 1 of 3)" in capsys.readouterr().err
+
+  calls.clear()
+  statuses[:] = [75, 75]
+  assert supervise(cfg, 1, run=run, state=lambda _: "PREEMPTED") == 75  # Budget spent.
+  assert len(calls) == 2 and "after 1 resume(s)" in capsys.readouterr().err
+  calls.clear()
+  statuses[:] = [1]
+  assert supervise(cfg, 5, run=run, state=lambda _: "READY") == 1  # A real failure: no retry.
+  assert len(calls) == 1

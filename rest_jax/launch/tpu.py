@@ -17,6 +17,12 @@ Layout on every worker (each worker has its own disk, so these are per-worker fi
 
 The run is started with `nohup setsid bash -c ...` and its output goes to the log file, so it keeps
 going when the ssh connection that started it closes.
+
+Preemption: `rest_jax.main` answers SIGTERM by checkpointing and exiting with
+`PREEMPTED_EXIT_CODE` (75). `recovery()` decides, from that exit status and the VM's state, whether
+a supervised run (`scripts/tpu_vm.py all --max_preemptions=N`) re-creates the VM or queued
+resource and resumes the same workdir (`recreate_commands`), starts the run again on a VM that is
+still up (`rerun_commands`), or stops.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import re
 import shlex
 import tempfile
 from typing import Sequence
+
+from rest_jax.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE  # Imports no jax.
 
 LIBTPU_FIND_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 LOG_DIR = "~/rest_jax_logs"
@@ -326,7 +334,10 @@ def remote_run_script(cfg: TpuConfig) -> str:
                    "allow_local_workdir, --allow_local_workdir, to override)")
   log, pid, status = (_run_file(cfg, s) for s in ("log", "pid", "exit"))
   env = shlex.join(["env", *cfg.env]) + " " if cfg.env else ""
-  job = (f'echo "=== {cfg.run_name} started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) ==="; '
+  # The wrapper survives SIGTERM (`stop`, a preemption notice) to record the run's exit status:
+  # rest_jax.main checkpoints and exits with PREEMPTED_EXIT_CODE, which `wait` passes on.
+  job = (f"trap 'echo \"=== {cfg.run_name} got SIGTERM ===\"' TERM; "
+         f'echo "=== {cfg.run_name} started $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) ==="; '
          f"{env}{shlex.join(main_argv(cfg))}; rc=$?; "
          f'echo "=== {cfg.run_name} exited with status $rc ==="; echo $rc > {status}')
   return (f"set -e; cd {cfg.remote_dir}; mkdir -p {LOG_DIR}; "
@@ -427,6 +438,71 @@ def all_commands(cfg: TpuConfig, wait: bool = False) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Resuming after preemption: what to do when `wait` ends with a non-zero status.
+
+# TPU VM states after which the VM cannot run again (it is deleted and created anew), and the
+# queued-resource states of a request whose VM was taken back or never came.
+GONE_VM_STATES = ("PREEMPTED", "TERMINATED", "STOPPED", "STOPPING")
+GONE_QUEUED_STATES = ("SUSPENDING", "SUSPENDED", "FAILED")
+RECOVERIES = ("done", "rerun", "recreate", "fail")
+
+
+def state_command(cfg: TpuConfig) -> list[str]:
+  """Prints just the VM's state (READY, PREEMPTED, ...) or the queued resource's (ACTIVE,
+  SUSPENDED, ...); fails when it does not exist."""
+  if cfg.queued:
+    return _gcloud(cfg, "queued-resources", "describe", cfg.queued_resource_id) + [
+        "--format=value(state.state)"]
+  return _gcloud(cfg, "tpu-vm", "describe", cfg.name) + ["--format=value(state)"]
+
+
+def recovery(exit_status: int, state: str | None) -> str:
+  """What a supervised run does after `wait` returned `exit_status` and the state command
+  printed `state` (None: the VM or queued resource no longer exists).
+
+  'done': the run finished. 'recreate': the VM was preempted (or deleted) — delete what is left,
+  create, set up and run again on the same workdir. 'rerun': the VM is fine and the run stopped
+  on SIGTERM (status PREEMPTED_EXIT_CODE, e.g. a maintenance event) — start it again there.
+  'fail': the run itself failed; retrying would fail the same way.
+  """
+  if exit_status == 0:
+    return "done"
+  if state is None or state in GONE_VM_STATES + GONE_QUEUED_STATES:
+    return "recreate"
+  if exit_status == PREEMPTED_EXIT_CODE:
+    return "rerun"
+  return "fail"
+
+
+def rerun_commands(cfg: TpuConfig) -> list[list[str]]:
+  return run_commands(cfg) + wait_commands(cfg)
+
+
+def recreate_commands(cfg: TpuConfig, delete: bool = True) -> list[list[str]]:
+  """Deletes the preempted VM (or queued resource; `delete=False` when it is already gone),
+  then create, setup, run and wait again: the run resumes from the checkpoints in its workdir."""
+  return (delete_commands(cfg, yes=True) if delete else []) + all_commands(cfg, wait=True)
+
+
+def supervised_plan(cfg: TpuConfig, max_preemptions: int) -> list[list[str]]:
+  """The commands of `all --max_preemptions=N`, for --dry_run: the first attempt, then each
+  recovery sequence under a comment saying when it runs (the state command decides)."""
+  if isinstance(max_preemptions, bool) or not isinstance(max_preemptions, int) or \
+      max_preemptions < 0:
+    raise ValueError(f"max_preemptions={max_preemptions!r} is invalid: expected an integer >= 0 "
+                     "(how many times a preempted run is resumed).")
+  gone = ", ".join(GONE_QUEUED_STATES if cfg.queued else GONE_VM_STATES)
+  return (all_commands(cfg, wait=True)
+          + [["#", f"on a non-zero exit, up to {max_preemptions} time(s): read the state"],
+             state_command(cfg),
+             ["#", f"state {gone} or gone: recreate and resume the workdir"]]
+          + recreate_commands(cfg)
+          + [["#", f"state ready and exit status {PREEMPTED_EXIT_CODE} (SIGTERM): run again"]]
+          + rerun_commands(cfg)
+          + [["#", "any other exit status: stop with it"]])
+
+
+# ---------------------------------------------------------------------------------------------
 # Checks that look beyond the config itself (the local checkout) and advice that is not an error.
 
 
@@ -452,5 +528,6 @@ def workdir_warnings(cfg: TpuConfig) -> list[str]:
 
 
 def format_commands(commands: Sequence[Sequence[str]]) -> str:
-  """One shell-quoted command per line, ready to paste into a shell."""
-  return "".join(shlex.join(argv) + "\n" for argv in commands)
+  """One shell-quoted command per line, ready to paste into a shell; ["#", text] is a comment."""
+  return "".join((" ".join(argv) if argv[0] == "#" else shlex.join(argv)) + "\n"
+                 for argv in commands)
