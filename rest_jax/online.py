@@ -19,9 +19,9 @@ logs, mid-phase checkpoints and resume. The sources of a step are a pure functio
 uninterrupted one does. The final policy is reported as the row `online_<loss>`.
 
 For comparisons with ReST per sample and per reward call, the step logs `samples_drawn` and
-`reward_calls` (cumulative; equal here: every sample is scored once, truncated ones included),
-and every evaluation appends {step, samples_drawn, reward_calls, wall_s, validation_reward} to
-`<workdir>/online_curve.jsonl`. `wall_s` counts the phase's wall-clock seconds (sampling,
+`reward_calls` (cumulative; equal here: every sample is scored once, truncated ones included)
+and `wall_s`, and every evaluation appends {step, samples_drawn, reward_calls, wall_s,
+validation_reward} to `<workdir>/online_curve.jsonl`. `wall_s` counts the phase's wall-clock seconds (sampling,
 scoring, updates, evaluations); after a resume it continues from the last recorded evaluation, so
 the time between that evaluation and a kill is not counted.
 
@@ -156,13 +156,16 @@ class OnlineStep:
   `(state, source batch, rng) -> (state, metrics)` = sample, score, `updates_per_step` updates.
 
   `update` is a jitted train step of the configured loss (`train.make_train_step`); the batch
-  carries the positions (`ids`) of its sources in `examples`.
+  carries the positions (`ids`) of its sources in `examples`. `clock()`, when given, is logged
+  as the step's `wall_s` (the phase's wall-clock seconds, `OnlineCurve.wall_s`).
   """
 
   def __init__(self, config: OnlineConfig, update: Callable, sampler: Callable,
-               old_policy: Callable | None, reward, examples: Sequence[Any], vocab, mesh):
+               old_policy: Callable | None, reward, examples: Sequence[Any], vocab, mesh,
+               clock: Callable[[], float] | None = None):
     self.config, self.update, self.sampler, self.old_policy = config, update, sampler, old_policy
     self.reward, self.examples, self.vocab, self.mesh = reward, examples, vocab, mesh
+    self.clock = clock
     self.needs_old = bool(config.spec.requires & {"behaviour_token_logprobs", "old_values"})
     if self.needs_old and old_policy is None:
       raise ValueError(f"Loss {config.loss!r} needs the sampling policy's log-probs and values: "
@@ -221,6 +224,8 @@ class OnlineStep:
                    truncated_fraction=float(1.0 - finished.mean()),
                    sample_length=float((rows["targets"] != 0).sum(-1).mean()),
                    samples_drawn=samples, reward_calls=samples)
+    if self.clock is not None:
+      metrics["wall_s"] = self.clock()
     return state, metrics
 
 

@@ -728,7 +728,8 @@ class _Loop:
 
     def wrap(update):
       steps.append(online_lib.OnlineStep(cfg, update, sampler, old_policy, self.reward,
-                                         self.grow_pool, self.vocab, self.mesh))
+                                         self.grow_pool, self.vocab, self.mesh,
+                                         clock=curve.wall_s))
       return steps[-1]
 
     evaluate_fn = lambda p: curve.record(steps[-1].steps_done, cfg.samples_per_step,

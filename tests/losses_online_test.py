@@ -121,6 +121,39 @@ def test_kl_to_bc_matches_its_closed_form():
   assert all(float(jnp.abs(g).max()) < 1e-6 for g in jax.tree_util.tree_leaves(grad))
 
 
+@pytest.mark.parametrize("loss", ["reinforce", "ppo"])
+def test_kl_constraint_learns_its_multiplier(loss):
+  """kl_target > 0: beta starts at kl_coef; its gradient raises it while the KL exceeds the
+  target and lowers it below; the policy sees beta * grad KL, as with a fixed penalty."""
+  theta, _ = _toy_policy(4)
+  theta_bc, _ = _toy_policy(5)
+  ys = jnp.asarray(SEQUENCES)
+  inputs = _inputs(theta, ys, jnp.zeros(len(ys)), jnp.zeros(len(ys), jnp.int32),
+                   bc_logits=_logits(theta_bc, ys))
+  if loss == "ppo":
+    zeros = jnp.zeros(ys.shape)
+    inputs = inputs.replace(behaviour_token_logprobs=inputs.token_logprobs, values=zeros,
+                            old_values=zeros)
+  spec = registry.get_loss(loss)
+  fixed = registry.make_config(loss, kl_coef=0.3)
+  assert spec.init_params(fixed) == {}
+  _, metrics = spec.fn(inputs, {}, fixed)
+  kl = float(metrics["kl_bc"])
+  assert kl > 0.05
+  for target, direction in ((kl / 2, -1.0), (kl * 2, 1.0)):  # d loss / d u < 0: beta grows.
+    config = registry.make_config(loss, kl_coef=0.3, kl_target=target)
+    params = spec.init_params(config)
+    _, metrics = spec.fn(inputs, params, config)
+    assert float(metrics["kl_coef"]) == pytest.approx(0.3, rel=1e-5)
+    grad = jax.grad(lambda p: spec.fn(inputs, p, config)[0])(params)
+    assert np.sign(float(grad["kl_multiplier_unconstrained"])) == direction
+  grad_of = lambda cfg, prm: jax.grad(lambda lg: spec.fn(inputs.replace(logits=lg), prm, cfg)[
+      0])(inputs.logits)
+  np.testing.assert_allclose(grad_of(config, params), grad_of(fixed, {}), atol=1e-6)
+  with pytest.raises(ValueError, match="kl_coef=0.0 is outside"):
+    registry.make_config(loss, kl_coef=0.0, kl_target=0.1)
+
+
 def test_entropy_bonus():
   theta, _ = _toy_policy(3)
   ys = jnp.asarray(SEQUENCES)

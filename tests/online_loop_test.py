@@ -80,4 +80,5 @@ def test_tiny_online_run_resumes_mid_phase(tmp_path, monkeypatch):
   assert "online_ppo" in open(tmp_path / "results.md").read()
   events = "".join(open(os.path.join(d, f), "rb").read().decode("latin-1")
                    for d, _, fs in os.walk(tmp_path / "tensorboard") for f in fs)
-  assert "train/online/samples_drawn" in events and "train/online/clip_fraction" in events
+  for tag in ("samples_drawn", "reward_calls", "wall_s", "sample_reward", "clip_fraction"):
+    assert f"train/online/{tag}" in events, tag

@@ -18,7 +18,7 @@ deterministic teacher-forced pass, then runs a few epochs of minibatch updates w
                stops contributing gradient.
   critic       value_coef * mean_t 0.5 (V(s_t) - R_t)^2.
   regularisers kl_coef * mean_t KL(pi_theta || pi_BC) - entropy_coef * mean_t H(pi_theta), as in
-               `reinforce`.
+               `reinforce` (`kl_target` > 0 turns the penalty into a constraint there too).
 
 "mean_t" is the package-wide normalisation (see `sequence_math`). Metrics: the fraction of
 clipped tokens and the approximate KL(pi_old || pi_theta) = mean_t (rho - 1) - log rho.
@@ -47,6 +47,7 @@ class PPOConfig:
   value_coef: float = 0.5
   kl_coef: float = 0.05
   entropy_coef: float = 0.0
+  kl_target: float = 0.0
 
   def __post_init__(self):
     base.require_in_range(self, "clip_eps", 0.0, 1.0, low_inclusive=False)
@@ -56,8 +57,8 @@ class PPOConfig:
     if not isinstance(self.normalize_advantages, bool):
       raise TypeError(f"PPOConfig.normalize_advantages must be a bool, "
                       f"got {self.normalize_advantages!r}")
-    for field in ("value_coef", "kl_coef", "entropy_coef"):
-      base.require_in_range(self, field, 0.0)
+    base.require_in_range(self, "value_coef", 0.0)
+    reinforce.check_regulariser_config(self)
 
 
 REQUIRES = frozenset({"behaviour_token_logprobs", "old_values", "values", "bc_logits"})
@@ -99,7 +100,6 @@ def ppo_loss(
     inputs: base.LossInputs, loss_params: dict, config: PPOConfig
 ) -> tuple[jax.Array, base.Metrics]:
   """Clipped-ratio policy loss, critic regression, KL to BC and entropy bonus."""
-  del loss_params
   base.check_inputs(inputs, "ppo", REQUIRES)
   token_weights_BxT = sequence_math.token_weights(inputs.mask, inputs.weights)
   old_values_BxT = jax.lax.stop_gradient(inputs.old_values.astype(jnp.float32))
@@ -122,8 +122,7 @@ def ppo_loss(
   policy_loss = sequence_math.weighted_token_mean(
       clipped_surrogate(ratio_BxT, advantages_BxT, config.clip_eps), token_weights_BxT)
   value_loss = sequence_math.value_regression_loss(inputs.values, returns_BxT, token_weights_BxT)
-  extra, metrics = reinforce.regularisers(inputs, token_weights_BxT, config.kl_coef,
-                                          config.entropy_coef)
+  extra, metrics = reinforce.regularisers(inputs, token_weights_BxT, loss_params, config)
   loss = policy_loss + config.value_coef * value_loss + extra
   ratio_sg_BxT = jax.lax.stop_gradient(ratio_BxT)
   metrics.update(
@@ -142,4 +141,5 @@ def ppo_loss(
 
 
 SPEC = base.LossSpec(name="ppo", fn=ppo_loss, config_cls=PPOConfig, requires=REQUIRES,
-                     needs_value_head=True, online_only=True)
+                     init_params=reinforce.init_kl_multiplier, needs_value_head=True,
+                     online_only=True)

@@ -20,6 +20,11 @@ statistics.
        + kl_coef * mean_t KL(pi_theta(.|s_t) || pi_BC(.|s_t))   (penalty to the BC policy)
        - entropy_coef * mean_t H(pi_theta(.|s_t))              (optional entropy bonus)
 
+KL constraint instead of a fixed penalty: with `kl_target` > 0 the coefficient is a learned
+multiplier beta (softplus-positive, starting at `kl_coef`, trained by the dual optimizer like
+BVMPO's alpha) and the term is sg(beta) * KL + beta * (kl_target - sg(KL)): beta grows while the
+mean token KL exceeds `kl_target` and shrinks below it (a Lagrangian for mean_t KL <= kl_target).
+
 "mean_t" is the package-wide token normalisation sum_{b,t} w_b m_bt x_bt / max(sum w m, 1) (see
 `sequence_math`), so with sequences of one length L the policy term's expected gradient is
 -(1/L) grad E[r]; with lengths that vary it weights every token alike (as DAPO does) rather than
@@ -34,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rest_jax.losses import base
+from rest_jax.losses import bvmpo
 from rest_jax.losses import sequence_math
 
 BASELINES = ("leave_one_out", "group_mean", "group_norm", "none")
@@ -41,16 +47,34 @@ BASELINES = ("leave_one_out", "group_mean", "group_norm", "none")
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig:
-  """baseline: one of BASELINES (module docstring); kl_coef, entropy_coef >= 0."""
+  """baseline: one of BASELINES (module docstring); kl_coef, entropy_coef >= 0; kl_target >= 0
+  (0: fixed penalty kl_coef; > 0: KL constraint, see the module docstring)."""
 
   baseline: str = "leave_one_out"
   kl_coef: float = 0.05
   entropy_coef: float = 0.0
+  kl_target: float = 0.0
 
   def __post_init__(self):
     base.require_choice(self, "baseline", BASELINES)
-    base.require_in_range(self, "kl_coef", 0.0)
-    base.require_in_range(self, "entropy_coef", 0.0)
+    check_regulariser_config(self)
+
+
+def check_regulariser_config(config) -> None:
+  """Validates kl_coef, entropy_coef and kl_target (shared with `ppo`)."""
+  base.require_in_range(config, "kl_coef", 0.0)
+  base.require_in_range(config, "entropy_coef", 0.0)
+  base.require_in_range(config, "kl_target", 0.0)
+  if config.kl_target > 0:
+    base.require_in_range(config, "kl_coef", bvmpo.DUAL_FLOOR, low_inclusive=False)
+
+
+def init_kl_multiplier(config) -> dict:
+  """`init_params` of the on-policy losses: the KL multiplier when `kl_target` > 0, else none."""
+  if not config.kl_target > 0:
+    return {}
+  return {"kl_multiplier_unconstrained": jnp.asarray(bvmpo.unconstrained_dual(config.kl_coef),
+                                                     jnp.float32)}
 
 
 REQUIRES = frozenset({"group_ids", "bc_logits"})
@@ -82,24 +106,32 @@ def group_advantages(rewards_B: jax.Array, weights_B: jax.Array, group_ids_B: ja
   return jax.lax.stop_gradient(jnp.where(weights_B > 0, advantages_B, 0.0))
 
 
-def regularisers(inputs: base.LossInputs, token_weights_BxT: jax.Array, kl_coef: float,
-                 entropy_coef: float) -> tuple[jax.Array, base.Metrics]:
-  """kl_coef * mean_t KL(pi_theta || pi_BC) - entropy_coef * mean_t H(pi_theta), and both means.
+def regularisers(inputs: base.LossInputs, token_weights_BxT: jax.Array, loss_params: dict,
+                 config) -> tuple[jax.Array, base.Metrics]:
+  """The KL-to-BC term (fixed penalty or constraint) minus the entropy bonus, and their means.
 
-  Shared by the on-policy losses (this module and `ppo`).
+  Shared by the on-policy losses (this module and `ppo`); `config` has kl_coef, kl_target and
+  entropy_coef.
   """
   kl = sequence_math.weighted_token_mean(
       sequence_math.kl_divergence_from_logits(inputs.logits, inputs.bc_logits), token_weights_BxT)
   entropy = sequence_math.weighted_token_mean(
       sequence_math.entropy_from_logits(inputs.logits), token_weights_BxT)
-  return kl_coef * kl - entropy_coef * entropy, {"kl_bc": kl, "entropy": entropy}
+  if config.kl_target > 0:
+    beta = bvmpo.positive_dual(loss_params["kl_multiplier_unconstrained"])
+    kl_term = (jax.lax.stop_gradient(beta) * kl
+               + beta * (config.kl_target - jax.lax.stop_gradient(kl)))
+  else:
+    beta = jnp.asarray(config.kl_coef, jnp.float32)
+    kl_term = beta * kl
+  return kl_term - config.entropy_coef * entropy, {"kl_bc": kl, "entropy": entropy,
+                                                    "kl_coef": beta}
 
 
 def reinforce_loss(
     inputs: base.LossInputs, loss_params: dict, config: ReinforceConfig
 ) -> tuple[jax.Array, base.Metrics]:
   """Group-baseline REINFORCE plus the KL-to-BC penalty and entropy bonus."""
-  del loss_params
   base.check_inputs(inputs, "reinforce", REQUIRES)
   token_weights_BxT = sequence_math.token_weights(inputs.mask, inputs.weights)
   advantages_B = group_advantages(inputs.rewards, inputs.weights, inputs.group_ids,
@@ -107,7 +139,7 @@ def reinforce_loss(
   nll_BxT = -inputs.token_logprobs.astype(jnp.float32)
   policy_loss = sequence_math.weighted_token_mean(advantages_B[:, None] * nll_BxT,
                                                   token_weights_BxT)
-  extra, metrics = regularisers(inputs, token_weights_BxT, config.kl_coef, config.entropy_coef)
+  extra, metrics = regularisers(inputs, token_weights_BxT, loss_params, config)
   loss = policy_loss + extra
   active_B = inputs.weights > 0
   metrics.update(
@@ -122,4 +154,4 @@ def reinforce_loss(
 
 
 SPEC = base.LossSpec(name="reinforce", fn=reinforce_loss, config_cls=ReinforceConfig,
-                     requires=REQUIRES, online_only=True)
+                     requires=REQUIRES, init_params=init_kl_multiplier, online_only=True)
