@@ -159,7 +159,8 @@ class ImproveConfig:
       offline = sorted(set(loss_registry.list_losses()) - set(online_only))
       raise ValueError(f"ImproveConfig.losses={tuple(self.losses)!r}: {online_only} are on-policy "
                        "losses (fresh samples of the current policy each step), set with "
-                       f"rest_loop.run.online = @OnlineConfig(); Improve losses: {offline}.")
+                       f"rest_loop.run.online = @OnlineConfig(); valid losses for Improve "
+                       f"rounds: {offline}.")
     for name, overrides in dict(self.loss_overrides or {}).items():
       loss_registry.make_config(name, **dict(overrides))
     if not 0 < self.lr_decay_per_round <= 1:

@@ -19,6 +19,8 @@ TARGETS = np.array([[1, 3, 0, 2], [4, 2, 1, 1]], np.int32)
 REWARDS = np.array([0.9, 0.3], np.float32)
 ALL_LOSSES = ["bc", "reward_weighted_nll", "gold_s", "gold_p", "bvmpo", "oac",
               "value_pretrain"]
+# On-policy losses, tested in tests/losses_online_test.py (they read group_ids / old_values).
+ONLINE_LOSSES = ["ppo", "reinforce"]
 
 
 def np_log_softmax(x):
@@ -396,7 +398,7 @@ def test_requires_and_value_head_flags():
 
 
 def test_unknown_loss_name_lists_valid_names():
-  assert losses.list_losses() == sorted(ALL_LOSSES)
+  assert losses.list_losses() == sorted(ALL_LOSSES + ONLINE_LOSSES)
   with pytest.raises(ValueError, match="Unknown loss 'gold'.*'bc'.*'bvmpo'.*'value_pretrain'"):
     losses.get_loss("gold")
 
