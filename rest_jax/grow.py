@@ -92,6 +92,18 @@ class GrowConfig:
                                   top_p=self.top_p, num_samples=self.num_samples)
 
 
+def sample_counts(config: GrowConfig, num_sources: int) -> tuple[int, int]:
+  """(samples drawn, reward calls) of one Grow step over `num_sources` sources: N samples for
+  each of the first `max_sources`, each scored once, and every source's reference scored once.
+
+  Truncated samples count as drawn and scored whatever `truncated_samples` does with them. The
+  online-RL phase logs the same two counters (`rest_jax.online`), for comparisons per sample.
+  """
+  sampled = num_sources if config.max_sources is None else min(num_sources, config.max_sources)
+  samples = config.num_samples * sampled
+  return samples, samples + num_sources
+
+
 @dataclasses.dataclass
 class GrowSummary:
   grow_step: int

@@ -702,9 +702,12 @@ class _Loop:
     start_score = None if mid_meta is not None else self._validation_score(params)
     best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg, data,
                                  cfg_i.train, mid_meta, start_score, self._validation_score)
+    samples, reward_calls = grow_lib.sample_counts(self.grow_cfg, len(self.grow_pool))
     self._report(phase, best, progress, {
         "loss": loss_name, "num_grown": int((~records.is_original).sum()),
-        "num_kept": int(fres.num_kept), "threshold": fres.threshold_description})
+        "num_kept": int(fres.num_kept), "threshold": fres.threshold_description,
+        # Up to this Grow step, for comparisons with online RL per sample / reward call.
+        "samples_drawn": g * samples, "reward_calls": g * reward_calls})
     return best, False
 
   def _run_online(self, index, phase, params, mid_meta):

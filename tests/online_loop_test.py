@@ -6,6 +6,7 @@ import os
 import gin
 import pytest
 
+from rest_jax import grow as grow_lib
 from rest_jax import improve, main, online, pretrained_policies
 from rest_jax import rest_loop  # noqa: F401  (registers the configurables)
 
@@ -40,6 +41,13 @@ def test_online_experiment_builds_valid_configs(gin_file):
       config.check_layout(num_batch_shards=8)
   finally:
     gin.clear_config()
+
+
+def test_rest_sample_counts_match_the_online_definition():
+  """A Grow step draws N samples per sampled source and scores each once, plus each reference."""
+  config = grow_lib.GrowConfig(num_samples=4, max_sources=10)
+  assert grow_lib.sample_counts(config, 25) == (40, 65)
+  assert grow_lib.sample_counts(grow_lib.GrowConfig(num_samples=3), 7) == (21, 28)
 
 
 @pytest.mark.slow

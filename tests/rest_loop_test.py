@@ -52,6 +52,10 @@ def test_tiny_g1_i2_run_for_each_loss(grown_workdir, tmp_path, loss):
       assert all(math.isfinite(row[m]) for m in METRICS)
   assert by_run[("G1I1", "validation")]["loss"] == loss
   assert by_run[("G1I0", "validation")]["num_grown"] == 64
+  # 2 samples for each of 32 sources, each scored, and every source's reference scored.
+  references = int(grown_data.GrowStore(str(workdir / "grown"), 1).read_all().is_original.sum())
+  assert by_run[("G1I1", "test")]["samples_drawn"] == 64
+  assert by_run[("G1I1", "test")]["reward_calls"] == 64 + references
   assert os.path.exists(workdir / "results.md") and os.path.exists(workdir / "reward_per_step.png")
   assert os.path.exists(workdir / "reward_vs_chrf.png")
   # The value phase ran exactly for the losses that need a critic.
