@@ -147,6 +147,6 @@ def test_resume_mid_phase_equals_an_uninterrupted_run():
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.params, uninterrupted.params)
 
 
-def test_online_losses_are_registered_and_refused_as_improve_losses():
+def test_online_losses_are_registered():
   assert set(loss_registry.list_online_losses()) == {"reinforce", "ppo"}
   assert loss_registry.get_loss("ppo").needs_value_head
