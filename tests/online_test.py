@@ -89,12 +89,18 @@ def _one_step(setup):
   return jax.device_get(state.params), jax.device_get(metrics)
 
 
-def test_one_ppo_step_on_8_fake_devices():
+@pytest.fixture(scope="module")
+def ppo_on_8_devices():
+  """One setup (and one set of compiled functions) for the tests below."""
+  return _Setup(_config("ppo"), 8)
+
+
+def test_one_ppo_step_on_8_fake_devices(ppo_on_8_devices):
   """Sampling, scoring, pi_old/V_old and 2 epochs x 2 minibatches of updates, on a mesh of 8.
 
   (Not compared with 1 device after several Adam updates: Adam turns the summation-order noise
   of near-zero gradients into full-size steps.)"""
-  setup = _Setup(_config("ppo"), 8)
+  setup = ppo_on_8_devices
   params, metrics = _one_step(setup)
   assert metrics["samples_drawn"] == metrics["reward_calls"] == 16
   assert 0.0 <= metrics["sample_reward"] <= 1.0
@@ -135,15 +141,15 @@ def _run_phase(setup, crash_at=None, saved=None):
   return jax.device_get(state)
 
 
-def test_resume_mid_phase_equals_an_uninterrupted_run():
-  setup = _Setup(_config("reinforce", minibatches=2), 2)
+def test_resume_mid_phase_equals_an_uninterrupted_run(ppo_on_8_devices):
+  setup = ppo_on_8_devices
   uninterrupted = _run_phase(setup)
   saved = {}
   with pytest.raises(_Interrupted):
     _run_phase(setup, crash_at=2, saved=saved)
   assert saved["progress"].step == 2
   resumed = _run_phase(setup, saved=saved)
-  assert int(resumed.round_step) == int(uninterrupted.round_step) == 4 * 2
+  assert int(resumed.round_step) == int(uninterrupted.round_step) == 4 * 4
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.params, uninterrupted.params)
 
 
