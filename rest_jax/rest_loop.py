@@ -246,6 +246,18 @@ def plan_phases(num_grow_steps: int, improve_config: ImproveConfig) -> list[Phas
   return phases
 
 
+def run_phases(num_grow_steps: int, improve_config: ImproveConfig,
+               online: online_lib.OnlineConfig | None) -> list[Phase]:
+  """The phases of a run: ReST's (`plan_phases`), or BC then on-policy RL when `online` is set."""
+  phases = plan_phases(num_grow_steps, improve_config)
+  if online is not None:  # On-policy RL after BC instead of ReST (rest_jax.online).
+    if num_grow_steps:
+      raise ValueError(f"run.num_grow_steps={num_grow_steps!r} with run.online set: an online-RL "
+                       "run is BC then the online phase; set NUM_GROW_STEPS = 0.")
+    phases.append(Phase("online"))
+  return phases
+
+
 def _is_chief() -> bool:
   return jax.process_index() == 0
 
@@ -301,12 +313,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   if init_policy_mode not in INIT_POLICY_MODES:
     raise ValueError(f"run.init_policy_mode={init_policy_mode!r} is invalid; allowed: "
                      f"{list(INIT_POLICY_MODES)}.")
-  phases = plan_phases(num_grow_steps, improve_config)
-  if online is not None:  # On-policy RL after BC instead of ReST (rest_jax.online).
-    if num_grow_steps:
-      raise ValueError(f"run.num_grow_steps={num_grow_steps!r} with run.online set: an online-RL "
-                       "run is BC then the online phase; set NUM_GROW_STEPS = 0.")
-    phases.append(Phase("online"))
+  phases = run_phases(num_grow_steps, improve_config, online)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
                      f"phases: {[p.name for p in phases]}.")

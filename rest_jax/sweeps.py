@@ -372,7 +372,8 @@ def check_point(point: Point, search_paths: Sequence[str]) -> PointConfig:
     grow_steps = args["num_grow_steps"]
     if not isinstance(grow_steps, int) or grow_steps < 0:
       raise ValueError(f"run.num_grow_steps={grow_steps!r} is invalid: expected an integer >= 0.")
-    phases = [p.name for p in rest_loop.plan_phases(grow_steps, args["improve_config"])]
+    phases = [p.name for p in rest_loop.run_phases(grow_steps, args["improve_config"],
+                                                      args["online"])]
     stop = args["stop_after_phase"]
     if stop is not None and stop not in phases:
       raise ValueError(f"run.stop_after_phase={stop!r} is not a phase of this run; phases: "

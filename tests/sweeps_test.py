@@ -154,6 +154,16 @@ def test_point_validation_names_point_and_problem(binding, message):
   assert gin.config_str() == ""  # The parsed config is cleared after validation.
 
 
+def test_online_point_stops_after_its_online_phase():
+  point = sweeps.Point("online", (), ("test/tiny_online.gin",),
+                       ("rest_loop.run.stop_after_phase = 'online'",))
+  assert sweeps.check_point(point, SEARCH_PATHS).prefix_key is None  # No Grow to share.
+  point = sweeps.Point("online", (), ("test/tiny_online.gin",),
+                       ("rest_loop.run.stop_after_phase = 'grow1'",))
+  with pytest.raises(sweeps.SweepError, match=r"phases: \['bc', 'online'\]"):
+    sweeps.check_point(point, SEARCH_PATHS)
+
+
 def _prefix_key(*bindings):
   point = sweeps.Point("p", (), ("test/tiny_e2e.gin",), bindings)
   return sweeps.check_point(point, SEARCH_PATHS).prefix_key
