@@ -18,10 +18,10 @@ import signal
 import subprocess
 import sys
 
-import gin
 import pytest
 
-from rest_jax import grown_data, main, preemption
+from rest_jax import grown_data, preemption
+from rest_loop_test import _metrics, run_experiment  # The tiny e2e run and its metrics.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BC_STEPS, PAUSE_AT = 24, 15  # BC's mid-phase checkpoint (eval_every) is at step 12.
@@ -29,7 +29,6 @@ BINDINGS = ["rest_loop.run.num_grow_steps=0", f"bc/TrainPhaseConfig.max_steps={B
             "bc/TrainPhaseConfig.eval_every=12", "bc/TrainPhaseConfig.log_every=1"]
 GROW_BINDINGS = BINDINGS[1:] + ["rest_loop.run.num_grow_steps=1",
                                  "rest_loop.run.stop_after_phase='grow1'"]
-METRICS = ("mean_reward", "bleu", "chrf", "length_ratio", "distinct_2", "repetition_rate")
 
 # The child: rest_jax.main, with BC's batch for step PAUSE_AT held back until SIGTERM arrived.
 CHILD = r"""
@@ -50,17 +49,6 @@ main.run_cli(["rest_jax.main"] + sys.argv[2:])
 pytestmark = pytest.mark.slow
 
 
-def run_experiment(workdir, *bindings):
-  gin.clear_config()
-  main.parse_gin(["test/tiny_e2e.gin"], list(bindings), [main.EXPERIMENTS_DIR])
-  try:
-    return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
-  finally:
-    gin.clear_config()
-
-
-def _metrics(rows):
-  return {(r["run"], r["split"]): tuple(r[m] for m in METRICS) for r in rows}
 
 
 def _jsonl(workdir):

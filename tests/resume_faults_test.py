@@ -13,13 +13,11 @@ import logging
 import os
 import shutil
 
-import gin
 import pytest
 
-from rest_jax import checkpointing, grown_data, improve, main
+from rest_jax import checkpointing, grown_data, improve
+from rest_loop_test import _metrics, run_experiment  # The tiny e2e run and its metrics.
 
-METRICS = ("mean_reward", "bleu", "chrf", "length_ratio", "distinct_1", "distinct_2",
-           "repetition_rate")
 POINTS = {(run, split) for run in ("G0I0", "G1I0", "G1I1") for split in ("validation", "test")}
 # Phases of test/tiny_e2e.gin: bc (0), grow1 (1), improve1.0 (2), improve1.1 (3).
 IMPROVE_1_0 = 2
@@ -31,17 +29,6 @@ class Interrupt(Exception):
   pass
 
 
-def run_experiment(workdir, *bindings):
-  gin.clear_config()
-  main.parse_gin(["test/tiny_e2e.gin"], list(bindings), [main.EXPERIMENTS_DIR])
-  try:
-    return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
-  finally:
-    gin.clear_config()
-
-
-def _metrics(rows):
-  return {(r["run"], r["split"]): tuple(r[m] for m in METRICS) for r in rows}
 
 
 def _assert_one_row_per_point(workdir, reference_rows):
