@@ -93,7 +93,9 @@ class Row:
   args: list  # Flags after BASE; "{w}" is the workdir, "{tmp}" the test's folder.
   error: type | None  # None: a documented recovery (the run completes).
   message: str  # A regex the error's first line (or, for a recovery, the log) must match.
-  workdir: str = "fresh"  # "fresh" (empty), "finished" (a copy of a finished run) or "file".
+  # "fresh" (empty), "finished" (a copy of a finished run), "file", or "read_only" (mode 0555;
+  # for root, which ignores the mode, an existing sysfs folder).
+  workdir: str = "fresh"
   setup: Callable | None = None  # setup(workdir, tmp) before the run.
   base: bool = True  # Prepend BASE.
 
@@ -119,10 +121,11 @@ def _empty_dir(workdir, tmp):
 
 def _read_only(workdir, tmp):
   del tmp
-  if os.geteuid() == 0:
-    pytest.skip("running as root, which writes into a mode-0555 folder: no read-only workdir "
-                "can be made without mounting one")
   os.chmod(workdir, 0o555)
+
+
+# Root writes into a mode-0555 folder; sysfs folders refuse new files to every user.
+_ROOT_READ_ONLY_DIR = "/sys/kernel"
 
 
 ROWS = [
@@ -165,7 +168,7 @@ ROWS = [
     Row("workdir is a file", [], ValueError, r"--workdir='.*' is a file; expected a directory",
         workdir="file"),
     Row("read-only workdir", [], PermissionError, r"--workdir='.*' is not writable",
-        setup=_read_only),
+        workdir="read_only"),
     # Checkpoint paths.
     Row("init_policy path", ["--gin.rest_loop.run.init_policy='{tmp}/no/such/dir'"], ValueError,
         r"run\.init_policy='.*/no/such/dir': no such directory"),
@@ -205,11 +208,18 @@ def test_bad_input(row, run_main, finished, tmp_path, capsys, caplog):
   elif row.workdir == "file":
     with open(workdir, "w", encoding="utf-8") as f:
       f.write("not a workdir\n")
+  elif row.workdir == "read_only" and os.geteuid() == 0:
+    assert os.path.isdir(_ROOT_READ_ONLY_DIR), f"{_ROOT_READ_ONLY_DIR} is needed as root"
+    workdir = _ROOT_READ_ONLY_DIR
+  elif row.workdir == "read_only":
+    os.makedirs(workdir)
+    _read_only(workdir, str(tmp_path))
   else:
     os.makedirs(workdir)
   if row.setup is not None:
     row.setup(workdir, str(tmp_path))
-  before = _snapshot(workdir) if os.path.isdir(workdir) else None
+  own_dir = os.path.isdir(workdir) and workdir != _ROOT_READ_ONLY_DIR
+  before = _snapshot(workdir) if own_dir else None
   args = [a.format(w=workdir, tmp=tmp_path, finished=finished) for a in row.args]
   if row.name == "TSV line":
     assert evaluate_policy.main(args) == 1
