@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 from typing import Mapping, Optional
 
 import seqio
@@ -80,16 +79,8 @@ def _jsonl_dataset_fn(task_name: str, split_to_filepattern: Mapping[str, str], s
       raise FileNotFoundError(
           f"task {task_name!r} split {split!r}: no file matches {pattern!r} (from "
           f"{split_to_filepattern[split]!r}); expected JSONL files, {jsonl.EXPECTED}") from None
-    if shuffle_files:
-      random.Random(seed).shuffle(paths)
-
-    def generate():
-      for path in paths:
-        yield from jsonl.iter_jsonl_pairs(path, strict=strict)
-
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string))
-    ).map(lambda prompt, target: {"prompt": prompt, "target": target})
+    return tasks.pair_dataset(paths, functools.partial(jsonl.iter_jsonl_pairs, strict=strict),
+                              ("prompt", "target"), shuffle_files, seed)
 
   return dataset_fn
 

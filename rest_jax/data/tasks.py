@@ -29,9 +29,10 @@ shows how to prepare the IWSLT14 and WMT20 files and how to add tasks.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
-from typing import Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import seqio
 import tensorflow as tf
@@ -205,18 +206,28 @@ def _tsv_dataset_fn(task_name: str, split_to_filepattern: Mapping[str, str], str
     if doubled:
       raise ValueError(f"task {task_name!r} split {split!r}: both {doubled[0]} and "
                        f"{doubled[0]}.gz match {pattern!r}; keep one of them")
-    if shuffle_files:
-      random.Random(seed).shuffle(paths)
-
-    def generate():
-      for path in paths:
-        yield from tsv.iter_tsv_pairs(path, strict=strict)
-
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string))
-    ).map(lambda source, reference: {"source": source, "reference": reference})
+    return pair_dataset(paths, functools.partial(tsv.iter_tsv_pairs, strict=strict),
+                        ("source", "reference"), shuffle_files, seed)
 
   return dataset_fn
+
+
+def pair_dataset(paths: list[str], iter_pairs: Callable[[str], Iterable[tuple[str, str]]],
+                 fields: tuple[str, str], shuffle_files: bool, seed: Optional[int]
+                 ) -> tf.data.Dataset:
+  """Streams the (text, text) pairs that `iter_pairs(path)` reads from each file, in file order
+  (shuffled with `seed` when `shuffle_files`), as {fields[0]: ..., fields[1]: ...}."""
+  paths = list(paths)
+  if shuffle_files:
+    random.Random(seed).shuffle(paths)
+
+  def generate():
+    for path in paths:
+      yield from iter_pairs(path)
+
+  return tf.data.Dataset.from_generator(
+      generate, output_signature=(tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string))
+  ).map(lambda first, second: {fields[0]: first, fields[1]: second})
 
 
 def register_tsv_task(name: str, split_to_filepattern: Mapping[str, str],
