@@ -14,6 +14,16 @@ Reads each point's results.jsonl (the points come from <root>/sweep.json, writte
                            axis if there is one, else the first), BC as a reference line
   best_of_n.png            Best-of-N curves of each final policy and BC, when rows carry them
 
+With a seed axis (an axis named 'seed', or --seed_axis), the points that differ only in their
+seed form a group, and the results over seeds are written as well:
+
+  sweep_seeds.md / .csv    per group, run (G0I0, G1I0, ..., online) and split: how many seeds
+                           finished, and the mean and sample standard deviation over them of
+                           reward, BLEU, chrF, length ratio and each sampled metric (pass@k,
+                           maj@k, ...); runs a seed has not reached are counted for the others
+  reward_per_step_seeds.png  validation reward and BLEU per step, mean with a ±1 std band per
+                           group
+
 A point whose run has not finished is listed as incomplete with what it has recorded so far;
 the plots show finished points only.
 """
@@ -79,6 +89,146 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
   summary["delta_reward"] = minus(summary["final_reward"], summary["bc_reward"])
   summary["delta_test_bleu"] = minus(summary["final_test_bleu"], summary["bc_test_bleu"])
   return summary
+
+
+# ------------------------------------------------------------------------ over seeds
+
+SEED_METRICS = ("mean_reward", "bleu", "chrf", "length_ratio")
+SEED_METRIC_TITLES = {"mean_reward": "reward", "bleu": "BLEU", "chrf": "chrF",
+                      "length_ratio": "length ratio"}
+# Dict-valued row fields flattened into one metric per key: pass_at_k {"4": 61.2} -> pass@4.
+SEED_DICT_METRICS = (("pass_at_k", "pass@{}"), ("maj_at_k", "maj@{}"),
+                     ("best_of_n_reranked", "best-of-{} reranked"), ("best_of_n", "best-of-{}"))
+
+
+def _flat_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+  out = {m: row[m] for m in SEED_METRICS if isinstance(row.get(m), (int, float))}
+  for key, title in SEED_DICT_METRICS:
+    for k, v in sorted((row.get(key) or {}).items(), key=lambda kv: int(kv[0])):
+      if isinstance(v, (int, float)):
+        out[title.format(k)] = v
+  return out
+
+
+def _run_order(row: Mapping[str, Any]) -> tuple:
+  # Grow/Improve points in order; rows without them (online phases) after, by name.
+  if "grow_step" in row:
+    return (0, row.get("grow_step", 0), row.get("improve_step", 0), "")
+  return (1, 0, 0, str(row.get("run")))
+
+
+def seed_groups(results: Sequence[Mapping[str, Any]], axes: Sequence[str],
+                seed_axis: str) -> dict[str, list[Mapping[str, Any]]]:
+  """{group label: its points' results}, grouping the points that differ only in `seed_axis`."""
+  others = [a for a in axes if a != seed_axis]
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for res in results:
+    label = ",".join(f"{a}={res['axis_values'][a]}" for a in others) or "all"
+    groups.setdefault(label, []).append(res)
+  return groups
+
+
+def seed_statistics(results: Sequence[Mapping[str, Any]], axes: Sequence[str],
+                    seed_axis: str) -> list[dict[str, Any]]:
+  """One entry per (group, run, split): seeds, n and {metric: (mean, std, n)} over the seeds
+  that recorded the row. std is the sample standard deviation (ddof=1), None for one seed."""
+  out = []
+  for group, members in seed_groups(results, axes, seed_axis).items():
+    keyed: dict[tuple[str, str], list[tuple[str, Mapping[str, Any]]]] = {}
+    order: dict[tuple[str, str], tuple] = {}
+    for res in members:
+      for row in res["rows"]:
+        key = (row["run"], row["split"])
+        keyed.setdefault(key, []).append((str(res["axis_values"][seed_axis]), row))
+        order.setdefault(key, _run_order(row))
+    splits = list(dict.fromkeys(split for _, split in keyed))
+    for run, split in sorted(keyed, key=lambda k: (splits.index(k[1]), order[k])):
+      entries = keyed[(run, split)]
+      metrics: dict[str, list[float]] = {}
+      for _, row in entries:
+        for name, value in _flat_metrics(row).items():
+          metrics.setdefault(name, []).append(float(value))
+      stats = {}
+      for name, values in metrics.items():
+        v = np.asarray(values)
+        stats[name] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
+      out.append({"group": group, "run": run, "split": split,
+                  "seeds": sorted(s for s, _ in entries), "n": len(entries),
+                  "of": len(members), "metrics": stats})
+  return out
+
+
+def _mean_std(stat: tuple[float, float | None, int] | None) -> str:
+  if stat is None:
+    return "-"
+  mean, std, _ = stat
+  return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def seed_markdown(stats: Sequence[Mapping[str, Any]], seed_axis: str, title: str) -> str:
+  """One table per split: a row per (group, run) with mean ± std over seeds of each metric."""
+  lines = [f"# {title}: mean ± standard deviation over {seed_axis}s\n",
+           f"Each cell is the mean ± sample standard deviation over the points of a group "
+           f"(the points that differ only in '{seed_axis}'); n is the number of seeds that "
+           f"recorded the row, of the group's points. A single seed shows its value alone.\n"]
+  for split in dict.fromkeys(s["split"] for s in stats):
+    chosen = [s for s in stats if s["split"] == split]
+    names = list(dict.fromkeys(name for s in chosen for name in s["metrics"]))
+    header = ["group", "run", "n", *[SEED_METRIC_TITLES.get(n, n) for n in names]]
+    lines += [f"## {split}\n", "| " + " | ".join(header) + " |",
+              "|---|---|---:|" + "---:|" * len(names)]
+    for s in chosen:
+      cells = [s["group"], s["run"], f"{s['n']}/{s['of']}",
+               *[_mean_std(s["metrics"].get(n)) for n in names]]
+      lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write_seed_csv(stats: Sequence[Mapping[str, Any]], path: str) -> str:
+  names = list(dict.fromkeys(name for s in stats for name in s["metrics"]))
+  fields = ["group", "run", "split", "n", "of", "seeds"]
+  fields += [f"{n} {part}" for n in names for part in ("mean", "std")]
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    for s in stats:
+      row = {"group": s["group"], "run": s["run"], "split": s["split"], "n": s["n"],
+             "of": s["of"], "seeds": " ".join(s["seeds"])}
+      for n in names:
+        mean, std, _ = s["metrics"].get(n, (None, None, 0))
+        row[f"{n} mean"] = "" if mean is None else mean
+        row[f"{n} std"] = "" if std is None else std
+      writer.writerow(row)
+  return path
+
+
+def plot_seed_reward_per_step(stats: Sequence[Mapping[str, Any]], path: str) -> str:
+  """Validation reward and BLEU per step: the mean over seeds and a ±1 std band per group."""
+  val = [s for s in stats if s["split"] == "validation"]
+  runs = list(dict.fromkeys(s["run"] for s in val))
+  fig = Figure(figsize=(max(6.0, 0.8 * len(runs) + 3), 6.5), layout="constrained")
+  axes = fig.subplots(2, 1, sharex=True)
+  for group in dict.fromkeys(s["group"] for s in val):
+    chosen = [s for s in val if s["group"] == group]
+    for ax, key in zip(axes, ("mean_reward", "bleu")):
+      points = [(runs.index(s["run"]), s["metrics"][key]) for s in chosen if key in s["metrics"]]
+      if not points:
+        continue
+      x = np.array([p[0] for p in points])
+      mean = np.array([p[1][0] for p in points])
+      std = np.array([p[1][1] or 0.0 for p in points])
+      line, = ax.plot(x, mean, marker="o", label=f"{group} (n={max(p[1][2] for p in points)})")
+      ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+  axes[0].set_ylabel("validation reward (0-100)")
+  axes[1].set_ylabel("validation BLEU")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[1].set_xticks(range(len(runs)), runs)
+  if axes[0].get_legend_handles_labels()[0]:
+    axes[0].legend(fontsize=7, loc="best")
+  axes[0].set_title("Reward per step: mean over seeds, ±1 std band")
+  return _save(fig, path)
 
 
 def _cell(value: Any, signed: bool = False) -> str:
@@ -218,7 +368,7 @@ def best_of_n_curves(results: Sequence[Mapping[str, Any]]) -> dict[str, list[tup
 
 
 def aggregate(root: str, out: str | None = None, sweep_path: str | None = None,
-              bar_axis: str | None = None) -> dict[str, str]:
+              bar_axis: str | None = None, seed_axis: str | None = None) -> dict[str, str]:
   """Writes the table and plots for the sweep under `root`; returns {what: path}."""
   if sweep_path:
     sweep = sweeps.load_sweep(sweep_path)
@@ -227,6 +377,9 @@ def aggregate(root: str, out: str | None = None, sweep_path: str | None = None,
   else:
     manifest = sweeps.read_manifest(root)
     points, axes, title = manifest["points"], manifest["axes"], manifest.get("description")
+  if seed_axis is not None and seed_axis not in axes:
+    raise sweeps.SweepError(f"--seed_axis={seed_axis!r} is not an axis of this sweep: {axes}.")
+  seed_axis = seed_axis or ("seed" if "seed" in axes else None)
   bar_axis = bar_axis or ("loss" if "loss" in axes else axes[0])
   if bar_axis not in axes:
     raise sweeps.SweepError(f"--bar_axis={bar_axis!r} is not an axis of this sweep: {axes}.")
@@ -238,6 +391,15 @@ def aggregate(root: str, out: str | None = None, sweep_path: str | None = None,
              "csv": write_csv(summaries, axes, os.path.join(out, "sweep_results.csv"))}
   with open(written["markdown"], "w", encoding="utf-8") as f:
     f.write(markdown(summaries, axes, title or f"Sweep {root}"))
+  if seed_axis is not None:
+    stats = seed_statistics(results, axes, seed_axis)
+    written["seeds_markdown"] = os.path.join(out, "sweep_seeds.md")
+    with open(written["seeds_markdown"], "w", encoding="utf-8") as f:
+      f.write(seed_markdown(stats, seed_axis, title or f"Sweep {root}"))
+    written["seeds_csv"] = write_seed_csv(stats, os.path.join(out, "sweep_seeds.csv"))
+    if any(s["split"] == "validation" for s in stats):
+      written["reward_per_step_seeds"] = plot_seed_reward_per_step(
+          stats, os.path.join(out, "reward_per_step_seeds.png"))
   done = [r for r in results if r["status"] == "complete"]
   done_summaries = [s for s in summaries if s["status"] == "complete"]
   if done:
@@ -260,14 +422,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="Sweep file; default: the points in <root>/sweep.json.")
   parser.add_argument("--bar_axis", default=None,
                       help="Axis of the bar plot (default: 'loss' if present, else the first).")
+  parser.add_argument("--seed_axis", default=None,
+                      help="Axis whose points are repeats (mean and std over them); default: "
+                           "'seed' if the sweep has it, else none.")
   args = parser.parse_args(argv)
   try:
-    written = aggregate(args.root, args.out, args.sweep, args.bar_axis)
+    written = aggregate(args.root, args.out, args.sweep, args.bar_axis, args.seed_axis)
   except sweeps.SweepError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  with open(written["markdown"], encoding="utf-8") as f:
-    print(f.read())
+  for key in ("markdown", "seeds_markdown"):
+    if key in written:
+      with open(written[key], encoding="utf-8") as f:
+        print(f.read())
   for what, path in written.items():
     print(f"{what}: {path}")
   return 0

@@ -128,8 +128,11 @@ def test_shipped_sweep_files_expand_and_validate():
     assert text.startswith("#") and "python scripts/sweep.py run" in text and "Expected" in text
     points = sweeps.expand(sweeps.load_sweep(path))
     configs = sweeps.check_points(points, SEARCH_PATHS)
-    # Every shipped sweep varies Improve settings only: one shared BC + Grow prefix.
-    assert len({c.prefix_key for c in configs.values()}) == 1, name
+    # A shipped sweep varies Improve settings only (one shared BC + Grow prefix), or repeats an
+    # experiment over seeds (one prefix per seed).
+    seeds = [a for a in sweeps.load_sweep(path).axes if a.name == "seed"]
+    expected = len(seeds[0].labels) if seeds else 1
+    assert len({c.prefix_key for c in configs.values()}) == expected, name
   losses = sweeps.expand(sweeps.load_sweep(os.path.join(os.path.dirname(TINY_SWEEP),
                                                         "ding_loss_comparison.sweep")))
   assert [dict(p.axis_values)["loss"] for p in losses] == [
@@ -404,6 +407,57 @@ def test_aggregate_table_plots_and_incomplete_points(tmp_path, capsys):
       p.to_json() for p in points[:2]]))
   assert curves == {points[0].name: [(1, 43.0), (4, 50.0)],
                     points[1].name: [(1, 43.0), (4, 51.0)], "BC (G0I0)": [(1, 40.0), (4, 45.0)]}
+
+
+def test_aggregate_over_seeds_gives_mean_and_sample_std_per_group(tmp_path, capsys):
+  sweep_file = tmp_path / "seeds.sweep"
+  sweep_file.write_text(repr(_spec(axes=[
+      {"name": "loss", "binding": "ImproveConfig.losses", "values": {"bc": ("bc",),
+                                                                      "gold_s": ("gold_s",)}},
+      {"name": "seed", "binding": "SEED", "values": [0, 1, 2]}])))
+  root = tmp_path / "sweep"
+  assert sweep_cli.main(["emit", f"--sweep={sweep_file}", f"--root={root}"]) == 0
+  capsys.readouterr()
+  points = sweeps.expand(sweeps.load_sweep(str(sweep_file)))
+  for p in points:
+    axis = dict(p.axis_values)
+    seed, shift = int(axis["seed"]), 10.0 if axis["loss"] == "gold_s" else 0.0
+    log = report.ResultsLog(str(root / p.name))
+    log.record(_row("G0I0", "validation", 40.0 + seed,
+                    pass_at_k={"1": 30.0 + seed, "4": 50.0}, maj_at_k={"4": 45.0}))
+    if not (axis["loss"] == "gold_s" and seed == 2):  # One seed stopped after BC.
+      log.record(_row("G1I0", "validation", 44.0 + 2 * seed + shift,
+                      pass_at_k={"1": 35.0, "4": 60.0 + seed}))
+      log.record({"run": "online", "split": "validation", "mean_reward": 50.0 + seed})
+    (root / p.name / sweeps.OPERATIVE_NAME).write_text("")
+  assert aggregate_cli.main([f"--root={root}", f"--out={tmp_path / 'out'}"]) == 0
+  printed = capsys.readouterr().out
+  stats = {(s["group"], s["run"]): s
+           for s in aggregate_cli.seed_statistics(
+               aggregate_cli.collect(str(root), [p.to_json() for p in points]),
+               ["loss", "seed"], "seed")}
+  bc = stats[("loss=bc", "G0I0")]
+  assert (bc["n"], bc["of"], bc["seeds"]) == (3, 3, ["0", "1", "2"])
+  assert bc["metrics"]["mean_reward"] == pytest.approx((41.0, 1.0, 3))  # 40, 41, 42.
+  assert bc["metrics"]["pass@1"] == pytest.approx((31.0, 1.0, 3))
+  assert bc["metrics"]["pass@4"] == pytest.approx((50.0, 0.0, 3))
+  assert bc["metrics"]["bleu"] == pytest.approx((20.5, 0.5, 3))
+  gold = stats[("loss=gold_s", "G1I0")]  # Seeds 0 and 1 only: 54 and 56.
+  assert (gold["n"], gold["of"]) == (2, 3)
+  assert gold["metrics"]["mean_reward"] == pytest.approx((55.0, math.sqrt(2.0), 2))
+  # Grow/Improve runs in order, then the online row.
+  assert [s["run"] for s in aggregate_cli.seed_statistics(
+      aggregate_cli.collect(str(root), [p.to_json() for p in points[:3]]), ["loss", "seed"],
+      "seed")] == ["G0I0", "G1I0", "online"]
+  assert "| loss=gold_s | G1I0 | 2/3 | 55.00 ± 1.41 |" in printed
+  rows = list(csv.DictReader(open(tmp_path / "out" / "sweep_seeds.csv")))
+  first = rows[0]
+  assert (first["group"], first["run"], first["seeds"]) == ("loss=bc", "G0I0", "0 1 2")
+  assert float(first["mean_reward mean"]) == 41.0 and float(first["mean_reward std"]) == 1.0
+  _assert_png(tmp_path / "out" / "reward_per_step_seeds.png")
+  assert aggregate_cli.main([f"--root={root}", "--seed_axis=lr"]) == 2
+  assert "--seed_axis='lr' is not an axis of this sweep: ['loss', 'seed']" in (
+      capsys.readouterr().err)
 
 
 def test_aggregate_needs_a_sweep_root(tmp_path, capsys):
