@@ -218,16 +218,19 @@ def _split_title(split: str) -> str:
 
 
 def write_markdown(workdir: str | os.PathLike,
-                   rows: Sequence[Mapping[str, Any]] | None = None) -> str:
+                   rows: Sequence[Mapping[str, Any]] | None = None,
+                   exact_reward: str | None = None) -> str:
   """Writes results.md: one table per split (validation first), the reward-hacking check and
-  sample test translations (read from the workdir's samples/ files, when there are any)."""
+  sample test translations (read from the workdir's samples/ files, when there are any).
+  `exact_reward`: the name of the run's reward when it is an exact verifier; the hacking check
+  is then replaced by a note that it does not apply."""
   rows = ResultsLog(workdir).rows if rows is None else rows
   parts = ["# ReST results\n", "Rewards are average rewards on the 0-100 scale; repetition is "
            "the fraction of repeated tokens (text_metrics.repetition_rate).\n"]
   for split in splits_of(rows):
     parts += [f"## {_split_title(split)}\n", markdown_table(rows, split)]
   if rows:
-    parts += [hacking_section(rows)]
+    parts += [hacking_section(rows, exact_reward)]
   samples = samples_section(workdir, rows)
   if samples:
     parts += [samples]
@@ -329,8 +332,14 @@ def hacking_warnings(rows: Iterable[Mapping[str, Any]]) -> list[HackingWarning]:
   return warnings
 
 
-def hacking_section(rows: Iterable[Mapping[str, Any]]) -> str:
-  """The "Reward-hacking check" part of results.md."""
+def hacking_section(rows: Iterable[Mapping[str, Any]], exact_reward: str | None = None) -> str:
+  """The "Reward-hacking check" part of results.md (a note only, for an exact verifier)."""
+  if exact_reward is not None:
+    return ("## Reward-hacking check\n\nNot applicable: the reward `" + exact_reward + "` is an "
+            "exact verifier of the answer, which a policy cannot please without being right. "
+            "BLEU, chrF and the length ratio are computed against the references as given "
+            "(answers only, for answers-only tasks) and do not measure the outputs' quality; "
+            "read the sample outputs.\n")
   low, high = HACK_LENGTH_BAND
   lines = ["## Reward-hacking check\n",
            f"Each row is compared with BC and with the previous row of its split. It is flagged "

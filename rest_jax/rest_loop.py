@@ -837,7 +837,7 @@ class _Loop:
           self.tb.scalars({k: v for k, v in row.items() if isinstance(v, (int, float))},
                           self.phases.index(phase), prefix=f"eval/{row['split']}/")
       self._write_reports()
-      for warning in report.hacking_warnings(self.results.rows):
+      for warning in ([] if self._exact_reward() else report.hacking_warnings(self.results.rows)):
         if warning.run == run_name:
           logger.warning("Reward-hacking check: %s", warning.message)
 
@@ -861,7 +861,7 @@ class _Loop:
 
   def _write_reports(self):
     rows = self.results.rows
-    report.write_markdown(self.workdir, rows)
+    report.write_markdown(self.workdir, rows, self._exact_reward())
     if any(r.get("split") == "validation" for r in rows):  # None if its line was garbled.
       report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
       report.plot_reward_vs_chrf(rows, os.path.join(self.workdir, "reward_vs_chrf.png"))
@@ -898,8 +898,12 @@ class _Loop:
     self._write_reports()
     for split in report.splits_of(rows):
       print(f"{split}:\n{report.markdown_table(rows, split)}")
-    print(report.hacking_section(rows))
+    print(report.hacking_section(rows, self._exact_reward()))
     return rows
+
+  def _exact_reward(self) -> str | None:
+    """The reward's name when it is an exact verifier (the hacking check does not apply)."""
+    return getattr(self.reward, "name", "reward") if getattr(self.reward, "exact", False) else None
 
 
 def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[Any],

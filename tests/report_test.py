@@ -187,6 +187,18 @@ def test_hacking_warning_fires_when_reward_rises_and_chrf_falls():
   assert warning.message.startswith("validation G=1 I=1: vs BC")
   section = report.hacking_section(rows)
   assert "- **validation G=1 I=1**: vs BC (G=0 I=0)" in section and "No signs" not in section
+  # An exact verifier's run: the check does not apply, whatever BLEU/chrF do.
+  section = report.hacking_section(rows, exact_reward="final_answer")
+  assert "Not applicable: the reward `final_answer` is an exact verifier" in section
+  assert "G=1 I=1" not in section
+
+
+def test_verifier_rewards_are_exact_and_learned_or_metric_rewards_are_not():
+  from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
+  assert registry.make_reward("final_answer").exact
+  assert registry.make_reward("exact_match").exact
+  assert registry.reward_from_spec("python:fn=operator:eq").exact
+  assert not registry.make_reward("chrf").exact
 
 
 def test_hacking_warning_silent_when_reward_and_chrf_rise_or_reward_falls():

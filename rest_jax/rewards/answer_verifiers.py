@@ -54,6 +54,7 @@ class FinalAnswerVerifier(base.Reward):
 
   name = "final_answer"
   needs_reference = True
+  exact = True
 
   def __init__(self, pattern: str = DEFAULT_PATTERN, compare: str = "numeric",
                occurrence: str = "last", case_fold: bool = False):

@@ -34,6 +34,10 @@ class Reward(abc.ABC):
 
   name: str = "reward"
   needs_reference: bool = False
+  # An exact check of the output against the known answer (a verifier): it cannot be pleased
+  # without being right, so the reward-hacking check (reference-overlap metrics against a
+  # rising reward) does not apply; answers-only references make BLEU/chrF meaningless anyway.
+  exact: bool = False
 
   @abc.abstractmethod
   def score(self, sources: Sequence[str], hypotheses: Sequence[str],

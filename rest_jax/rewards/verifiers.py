@@ -42,6 +42,7 @@ class ExactMatchVerifier(base.Reward):
 
   name = "exact_match"
   needs_reference = True
+  exact = True
 
   def __init__(self, strip: bool = True, collapse_whitespace: bool = True,
                case_fold: bool = False):
@@ -77,6 +78,7 @@ class PredicateVerifier(base.Reward):
     self.fn = fn
     self.name = name
     self.needs_reference = needs_reference
+    self.exact = True
 
   def score(self, sources: Sequence[str], hypotheses: Sequence[str],
             references: Sequence[str] | None = None) -> np.ndarray:
