@@ -55,8 +55,8 @@ def test_default_data_is_pinned():
   data = arithmetic.generate(0)
   assert {s: len(v) for s, v in data.items()} == {
       "test_l1": 300, "test_l2": 300, "test_l3": 300, "test_l4": 300, "validation": 300,
-      "train": 600, "grow": 6000}
-  assert _digest(data) == "98c6662ed85a49cd5953d49cb19973bf846fd48ea98ed96560ca416e22ad6258"
+      "train": 3000, "grow": 6000}
+  assert _digest(data) == "16225e8f97cfa9c0a40c809fcef86d09fe64e724d07abd2077a6e582d7152030"
 
 
 def test_bad_sizes_and_seed_are_clear_errors():

@@ -47,7 +47,7 @@ ANSWER_PREFIX = "Answer: "
 # The pattern the `final_answer` verifier uses by default matches this line.
 ANSWER_PATTERN = r"Answer:\s*(-?\d+)"
 
-DEFAULT_SIZES = {"train": 600, "grow": 6000, "validation": 300, "test": 300}
+DEFAULT_SIZES = {"train": 3000, "grow": 6000, "validation": 300, "test": 300}
 _MAX_DRAWS_PER_EXAMPLE = 1000
 
 
