@@ -65,9 +65,8 @@ def process_logits(logits_RxV: jax.Array, config: SamplingConfig) -> jax.Array:
   logits = jnp.where(is_pad_1xV, NEG_INF, logits_RxV.astype(jnp.float32))
   if config.temperature > 0:
     logits = logits / config.temperature
-  if config.top_k:
-    kth_Rx1 = jax.lax.top_k(logits, config.top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth_Rx1, NEG_INF, logits)
+  if config.top_k and config.top_k < logits.shape[-1]:
+    logits = jnp.where(logits < kth_largest(logits, config.top_k), NEG_INF, logits)
   if config.top_p < 1.0:
     sorted_RxV = jnp.sort(logits, axis=-1)[:, ::-1]
     probs = jax.nn.softmax(sorted_RxV, axis=-1)
@@ -77,6 +76,43 @@ def process_logits(logits_RxV: jax.Array, config: SamplingConfig) -> jax.Array:
     threshold_Rx1 = jnp.min(jnp.where(keep, sorted_RxV, jnp.inf), axis=-1, keepdims=True)
     logits = jnp.where(logits < threshold_Rx1, NEG_INF, logits)
   return logits
+
+
+def _order_key(x: jax.Array) -> jax.Array:
+  """float32 -> int32 with the same order (the map is its own inverse, see `_from_order_key`)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  # Negative floats order backwards as integers: flip their magnitude bits.
+  return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _from_order_key(key: jax.Array) -> jax.Array:
+  bits = jnp.where(key < 0, key ^ jnp.int32(0x7FFFFFFF), key)
+  return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def kth_largest(x_RxV: jax.Array, k: int) -> jax.Array:
+  """The k-th largest value of each row (counting repeats), [R, 1]; equal to
+  `lax.top_k(x, k)[0][:, -1:]` for float32 without NaN.
+
+  `lax.top_k` on XLA:CPU costs more than a whole decode step of a small model (66 ms for
+  2048 x 260, 1.5 s for 256 x 32000 on a 2-core VM). Instead this bisects on the threshold's
+  bits: floats are mapped to int32 keys with the same order, and 32 halvings of [min, max] find
+  the largest key t with count(key >= t) >= k, exactly, in 32 vectorised compare-and-count passes
+  (about 13x faster at those shapes).
+  """
+  key = _order_key(x_RxV)
+  lo = jnp.min(key, axis=-1, keepdims=True)  # count(key >= lo) = V >= k: the invariant.
+  hi = jnp.max(key, axis=-1, keepdims=True)  # the answer is at most hi.
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    # ceil((lo + hi) / 2) without int32 overflow.
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1) + ((lo ^ hi) & 1)
+    enough = jnp.sum(key >= mid, axis=-1, keepdims=True, dtype=jnp.int32) >= k
+    return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
+
+  lo, _ = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+  return _from_order_key(lo)
 
 
 def _vocab_block_size(vocab: int) -> int:

@@ -97,6 +97,28 @@ def test_top_k_never_leaves_the_top_k(setup):
   assert np.all(chosen[mask] >= kth[mask] - 1e-6)
 
 
+@pytest.mark.parametrize("k", [1, 2, 7, 40, 63, 64])
+def test_kth_largest_matches_lax_top_k(k):
+  rng = np.random.RandomState(k)
+  x = (rng.standard_normal((16, 64)) * 10.0 ** rng.randint(-3, 4, (16, 1))).astype(np.float32)
+  x[0] = 0.0  # all tied
+  x[1, ::2] = x[1, 1::2]  # every value twice
+  x[2, :5] = -np.inf
+  x[3, :] = np.round(x[3, :])  # many ties across the range
+  x[4, 0], x[4, 1] = -0.0, 0.0
+  x[5] = -np.abs(x[5])  # all negative
+  x[6, 3] = np.float32(-1e9)  # the sampler's NEG_INF mask value
+  x[7] = np.float32(3e38) * np.sign(x[7])  # near the float32 limits
+  got = np.asarray(jax.jit(sampling.kth_largest, static_argnums=1)(x, k))
+  want = np.asarray(jax.lax.top_k(x, k)[0][:, -1:])
+  np.testing.assert_array_equal(got, want)
+  # The threshold keeps at least k entries per row, and exactly k where the values are distinct.
+  kept = (x >= got).sum(-1)
+  assert np.all(kept >= k)
+  distinct = [len(np.unique(row)) == len(row) for row in x]
+  assert np.all(kept[distinct] == k)
+
+
 def test_top_p_keeps_the_smallest_nucleus():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05], [0.05, 0.9, 0.03, 0.02]]))
   logits = jnp.concatenate([jnp.full((2, 1), -5.0), logits], axis=1)  # Column 0 is PAD.
