@@ -51,6 +51,13 @@ class SequenceData:
     return round_up(s, multiple), round_up(t, multiple)
 
 
+def concat_inputs_targets(*parts: SequenceData) -> SequenceData:
+  """The (source, target) pairs of `parts`, in order; the per-example signals are dropped (the
+  parts need not all have them), so this is for losses that read tokens only."""
+  return SequenceData(inputs=[x for part in parts for x in part.inputs],
+                      targets=[y for part in parts for y in part.targets])
+
+
 def pad_rows(rows: Sequence[np.ndarray], length: int, dtype=np.int32,
              pad_id: int = PAD_ID) -> np.ndarray:
   """Right-pads 1-D rows into a [len(rows), length] array; never truncates."""

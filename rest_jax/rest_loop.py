@@ -128,6 +128,10 @@ class ImproveConfig:
   losses: tuple[str, ...] = ("bc",)  # One loss per round, or a single loss for every round.
   loss_overrides: Any = None  # {loss name: {hyper-parameter: value}}
   original_data: str = "keep"
+  # Also train every round on BC's training data (the human worked solutions), beside the kept
+  # samples: rejection-sampling fine-tuning's mix (Yuan et al. 2023) rather than ReST-EM's
+  # samples only. For tasks whose Grow split is not the BC split (reasoning tasks); BC loss only.
+  mix_bc_data: bool = False
   on_empty: str = "stop"  # A round whose filter keeps nothing: stop this Grow step, or skip.
   restart_from: str = "previous"
   lr_decay_per_round: float = 0.5  # Round i trains at learning_rate * decay ** i.
@@ -172,6 +176,14 @@ class ImproveConfig:
       raise ValueError(f"ImproveConfig.original_data={self.original_data!r} with loss(es) "
                        f"{needs_behaviour}, which read behaviour log-probs: the human references "
                        "have none (no policy sampled them). Set original_data='drop'.")
+    if not isinstance(self.mix_bc_data, bool):
+      raise ValueError(f"ImproveConfig.mix_bc_data={self.mix_bc_data!r} is invalid: expected "
+                       "True or False.")
+    if self.mix_bc_data and set(self.losses) != {"bc"}:
+      raise ValueError(f"ImproveConfig.mix_bc_data=True with losses {tuple(self.losses)!r}: the "
+                       "human data has no reward, behaviour log-probs or values, so it mixes only "
+                       "into rounds with the 'bc' loss; allowed: losses=('bc',) or "
+                       "mix_bc_data=False.")
     self.value_pretrain_config()  # Raises if the rounds' critics disagree on gamma.
 
   @property
@@ -629,10 +641,7 @@ class _Loop:
       make_state = lambda: self.factory.start_phase(
           checkpointing.restore_params(self.init_dir, self._init_step, self._abstract_params()),
           jnp.zeros((), jnp.int32), tx)
-    examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
-    for split in self.data_cfg.bc_extra_splits:
-      examples += self._load_split(split, None)
-    data = batching.SequenceData([ex.inputs for ex in examples], [ex.targets for ex in examples])
+    data = self._bc_data()
     params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
                                    self.bc_cfg, mid_meta, None,
                                    lambda p: self._validation_score(p, self.bc_selection_metric))
@@ -643,6 +652,13 @@ class _Loop:
     self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
                                            "num_kept": len(data)})
     return params
+
+  def _bc_data(self) -> batching.SequenceData:
+    """BC's training pairs: the train split (repeated) and any extra splits."""
+    examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
+    for split in self.data_cfg.bc_extra_splits:
+      examples += self._load_split(split, None)
+    return batching.SequenceData([ex.inputs for ex in examples], [ex.targets for ex in examples])
 
   def _load_init_policy(self, phase):
     """The BC phase of a run that starts from a saved policy: load, record, evaluate."""
@@ -691,6 +707,10 @@ class _Loop:
       if _is_chief():
         print(f"[{phase.name}] {message}")
       return params, cfg_i.on_empty == "stop"
+    if cfg_i.mix_bc_data:
+      data = batching.concat_inputs_targets(data, self._bc_data())
+      logging.info("%s: %d kept samples + %d BC examples (mix_bc_data)", phase.name,
+                   fres.num_kept, len(data) - fres.num_kept)
     if i == 0 and cfg_i.restart_from == "bc":
       params = self._bc_policy()
     loss_name = cfg_i.loss_of(i)
@@ -713,6 +733,7 @@ class _Loop:
     self._report(phase, best, progress, {
         "loss": loss_name, "num_grown": int((~records.is_original).sum()),
         "num_kept": int(fres.num_kept), "threshold": fres.threshold_description,
+        "num_trained": len(data),  # num_kept, plus BC's examples under mix_bc_data.
         # Up to this Grow step, for comparisons with online RL per sample / reward call.
         "samples_drawn": g * samples, "reward_calls": g * reward_calls})
     return best, False

@@ -62,6 +62,7 @@ def test_learning_rate_decay_scope(scope, expected):
                                r"\('grow_step', 'run'\)"),
     ("trust_region_sync_every", -1, r"ImproveConfig.trust_region_sync_every=-1 is invalid"),
     ("lagged_sync_every", 2.5, r"ImproveConfig.lagged_sync_every=2.5 is invalid"),
+    ("mix_bc_data", "yes", r"ImproveConfig.mix_bc_data='yes' is invalid: expected True or False"),
 ])
 def test_bad_improve_fields_name_the_field(field, value, message):
   with pytest.raises(ValueError, match=message):
@@ -95,3 +96,11 @@ def test_toy_defaults_are_named_as_such():
   for cls, paper in ((rest_loop.ImproveConfig, "5 (IWSLT)"), (rest_loop.DataConfig, "128"),
                      (improve.TrainPhaseConfig, "validation reward improves")):
     assert "Toy default" in cls.__doc__ and paper in cls.__doc__, cls.__name__
+
+
+def test_mixing_bc_data_needs_the_bc_loss():
+  assert rest_loop.ImproveConfig(mix_bc_data=True).mix_bc_data  # default losses=('bc',)
+  with pytest.raises(ValueError, match=r"mix_bc_data=True with losses \('bc', 'gold_s'\).*"
+                                       r"allowed: losses=\('bc',\)"):
+    rest_loop.ImproveConfig(mix_bc_data=True, losses=("bc", "gold_s"),
+                            filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"))

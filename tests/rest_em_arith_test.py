@@ -35,7 +35,8 @@ def run_experiment(workdir, *bindings):
 
 
 def test_rest_em_iterations_on_the_answers_only_pool(tmp_path):
-  rows = run_experiment(tmp_path, "REWARD = 'python:fn=rest_em_arith_test:right_or_even'")
+  rows = run_experiment(tmp_path, "REWARD = 'python:fn=rest_em_arith_test:right_or_even'",
+                        "ImproveConfig.mix_bc_data = True")
   by_run = {(r["run"], r["split"]): r for r in rows}
   assert set(by_run) == {(run, split) for run in ("G0I0", "G1I0", "G2I0")
                          for split in ("validation",) + TEST_SPLITS}
@@ -69,6 +70,8 @@ def test_rest_em_iterations_on_the_answers_only_pool(tmp_path):
     row = by_run[(f"G{g}I0", "validation")]
     assert row["num_kept"] == sum(min(len(t), 2) for t in kept.values()) > 0
     assert row["num_grown"] == 64 and row["threshold"].startswith("binary")
+    # mix_bc_data: the round trained on the kept samples and BC's 64 worked solutions.
+    assert row["num_trained"] == row["num_kept"] + 64
 
 
 def test_bad_grow_split_is_a_clear_error(tmp_path):
