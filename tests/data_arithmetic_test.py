@@ -2,11 +2,13 @@
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from rest_jax.data import arithmetic
 from rest_jax.data import pipeline
 from rest_jax.data import reasoning_tasks
+from rest_jax.rewards import registry as reward_registry
 
 SMALL = {"train": 30, "grow": 60, "validation": 12, "test": 10}
 
@@ -22,6 +24,26 @@ def test_solution_steps_and_answer():
   assert problem.prompt == "37+8-15+42="
   assert problem.solution == "37+8=45\n45-15=30\n30+42=72\nAnswer: 72"
   assert problem.answer == 72 == eval(problem.prompt[:-1])  # pylint: disable=eval-used
+
+
+def test_step_checking_verifier_rejects_right_answers_for_wrong_reasons():
+  problem = arithmetic.Problem(2, (29, 35, 30), ("+", "-"))
+  assert arithmetic.parse_prompt(problem.prompt) == problem
+  assert arithmetic.parse_prompt("12+=") is None and arithmetic.parse_prompt("Hallo") is None
+  lucky = "29+35=74\n74-30=34\nAnswer: 34"  # from a Grow step: two wrong steps, answer right
+  assert problem.answer == 34
+  final_answer = reward_registry.make_reward("final_answer")
+  assert final_answer.score([problem.prompt], [lucky], ["34"])[0] == 1.0
+  steps = reward_registry.reward_from_spec(
+      "python:fn=rest_jax.data.arithmetic:solution_is_correct")
+  assert steps.exact
+  got = steps.score([problem.prompt] * 3, [problem.solution, lucky, problem.solution + "\n"],
+                    ["34"] * 3)
+  np.testing.assert_array_equal(got, [1.0, 0.0, 1.0])
+  assert arithmetic.flawed_steps(lucky) and not arithmetic.flawed_steps(problem.solution)
+  assert arithmetic.flawed_steps("29+35=64\nthirty-four\nAnswer: 34")
+  with pytest.raises(ValueError, match="not an arithmetic chain prompt"):
+    arithmetic.solution_is_correct("What is 2+2?", "4", "4")
 
 
 def test_levels_values_and_answers():

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 from typing import Iterator
 
 MAX_OPERAND = 50
@@ -165,3 +166,44 @@ def _draw_split(seed: int, split: str, levels: tuple[int, ...], size: int,
 def target_of(split: str, problem: Problem) -> str:
   """What a split stores as the target: the worked solution (train) or the bare answer."""
   return problem.solution if split == "train" else str(problem.answer)
+
+
+_PROMPT = re.compile(r"(\d+)((?:[+-]\d+)+)=")
+
+
+def parse_prompt(prompt: str) -> Problem | None:
+  """The problem a prompt such as `37+8-15+42=` states, or None if it is not one."""
+  match = _PROMPT.fullmatch(prompt.strip())
+  if match is None:
+    return None
+  pairs = re.findall(r"([+-])(\d+)", match.group(2))
+  return Problem(len(pairs), (int(match.group(1)),) + tuple(int(n) for _, n in pairs),
+                 tuple(op for op, _ in pairs))
+
+
+def solution_is_correct(source: str, hypothesis: str, reference: str) -> bool:
+  """A step-checking verifier: True only when every line of the worked solution is the right
+  computation, in order, and the answer line follows (a chain has exactly one correct
+  derivation). `final_answer` also accepts a wrong step whose final answer is right by accident
+  (`29+35-30=` solved as `29+35=74`, `74-30=34`, answer 34); this does not. Use it as the reward
+  `python:fn=rest_jax.data.arithmetic:solution_is_correct`."""
+  problem = parse_prompt(source)
+  if problem is None:
+    raise ValueError(f"solution_is_correct: source {source!r} is not an arithmetic chain "
+                     "prompt such as '37+8-15+42='")
+  del reference  # The prompt determines the one correct solution.
+  return hypothesis.strip() == problem.solution
+
+
+def flawed_steps(hypothesis: str) -> bool:
+  """True when a worked solution has a line that is not a correct `a+b=c` / `a-b=c` step
+  (before its final answer line); for reading grown data."""
+  for line in hypothesis.strip().split("\n")[:-1]:
+    match = re.fullmatch(r"(\d+)([+-])(\d+)=(\d+)", line.strip())
+    if match is None:
+      return True
+    a, op, b, c = int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
+    if (a + b if op == "+" else a - b) != c:
+      return True
+  return False
+
