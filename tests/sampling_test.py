@@ -1,5 +1,8 @@
 """Sampler and beam search: log-probs, greedy/top-k/top-p/beam properties, determinism."""
 
+import importlib.util
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -117,6 +120,19 @@ def test_kth_largest_matches_lax_top_k(k):
   assert np.all(kept >= k)
   distinct = [len(np.unique(row)) == len(row) for row in x]
   assert np.all(kept[distinct] == k)
+
+
+def test_top_k_benchmark_script_runs_and_checks_agreement(capsys):
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                      "benchmark_top_k.py")
+  spec = importlib.util.spec_from_file_location("benchmark_top_k", path)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  script.main(script.parse_args(["--shapes=8x16,4x300", "--k=3", "--repeats=1"]))
+  out = capsys.readouterr().out
+  assert "8 x 16: ours" in out and "4 x 300: ours" in out and out.count("thresholds equal") == 2
+  with pytest.raises(SystemExit):
+    script.parse_args(["--shapes=8x16", "--k=17"])  # k above the vocabulary
 
 
 def test_top_p_keeps_the_smallest_nucleus():
