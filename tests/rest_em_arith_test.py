@@ -84,7 +84,7 @@ def test_bad_grow_split_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("gin_file", ["arith/rest_em.gin", "arith/rest.gin",
-                                      "test/tiny_arith.gin"])
+                                      "arith/rest_em_steps.gin", "test/tiny_arith.gin"])
 def test_arith_experiments_build_a_decoder_only_model(gin_file):
   gin.clear_config()
   try:
@@ -92,5 +92,6 @@ def test_arith_experiments_build_a_decoder_only_model(gin_file):
     overrides = gin.query_parameter("rest_loop.run.model_overrides")
     config = model_config(gin.query_parameter("%MODEL"), 259, **overrides)  # Byte vocabulary.
     assert config.decoder_only and config.num_encoder_layers == 0
+    assert reward_registry.reward_from_spec(gin.query_parameter("%REWARD")).exact
   finally:
     gin.clear_config()
