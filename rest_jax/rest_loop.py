@@ -28,6 +28,7 @@ process 0 writes them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -641,7 +642,7 @@ class _Loop:
       make_state = lambda: self.factory.start_phase(
           checkpointing.restore_params(self.init_dir, self._init_step, self._abstract_params()),
           jnp.zeros((), jnp.int32), tx)
-    data = self._bc_data()
+    data = self._bc_data
     params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
                                    self.bc_cfg, mid_meta, None,
                                    lambda p: self._validation_score(p, self.bc_selection_metric))
@@ -653,8 +654,10 @@ class _Loop:
                                            "num_kept": len(data)})
     return params
 
+  @functools.cached_property
   def _bc_data(self) -> batching.SequenceData:
-    """BC's training pairs: the train split (repeated) and any extra splits."""
+    """BC's training pairs: the train split (repeated) and any extra splits; built once, for BC
+    and for every Improve round that mixes them in (mix_bc_data)."""
     examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
     for split in self.data_cfg.bc_extra_splits:
       examples += self._load_split(split, None)
@@ -708,7 +711,7 @@ class _Loop:
         print(f"[{phase.name}] {message}")
       return params, cfg_i.on_empty == "stop"
     if cfg_i.mix_bc_data:
-      data = batching.concat_inputs_targets(data, self._bc_data())
+      data = batching.concat_inputs_targets(data, self._bc_data)
       logging.info("%s: %d kept samples + %d BC examples (mix_bc_data)", phase.name,
                    fres.num_kept, len(data) - fres.num_kept)
     if i == 0 and cfg_i.restart_from == "bc":

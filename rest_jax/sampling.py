@@ -98,7 +98,7 @@ def kth_largest(x_RxV: jax.Array, k: int) -> jax.Array:
   2048 x 260, 1.5 s for 256 x 32000 on a 2-core VM). Instead this bisects on the threshold's
   bits: floats are mapped to int32 keys with the same order, and 32 halvings of [min, max] find
   the largest key t with count(key >= t) >= k, exactly, in 32 vectorised compare-and-count passes
-  (about 13x faster at those shapes).
+  (6.3x and 7.7x faster at those shapes in scripts/benchmark_top_k.py; BENCHMARKS.md).
   """
   key = _order_key(x_RxV)
   lo = jnp.min(key, axis=-1, keepdims=True)  # count(key >= lo) = V >= k: the invariant.

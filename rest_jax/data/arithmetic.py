@@ -169,6 +169,8 @@ def target_of(split: str, problem: Problem) -> str:
 
 
 _PROMPT = re.compile(r"(\d+)((?:[+-]\d+)+)=")
+_OPERATION = re.compile(r"([+-])(\d+)")
+_STEP = re.compile(r"(\d+)([+-])(\d+)=(\d+)")
 
 
 def parse_prompt(prompt: str) -> Problem | None:
@@ -176,7 +178,7 @@ def parse_prompt(prompt: str) -> Problem | None:
   match = _PROMPT.fullmatch(prompt.strip())
   if match is None:
     return None
-  pairs = re.findall(r"([+-])(\d+)", match.group(2))
+  pairs = _OPERATION.findall(match.group(2))
   return Problem(len(pairs), (int(match.group(1)),) + tuple(int(n) for _, n in pairs),
                  tuple(op for op, _ in pairs))
 
@@ -199,11 +201,10 @@ def flawed_steps(hypothesis: str) -> bool:
   """True when a worked solution has a line that is not a correct `a+b=c` / `a-b=c` step
   (before its final answer line); for reading grown data."""
   for line in hypothesis.strip().split("\n")[:-1]:
-    match = re.fullmatch(r"(\d+)([+-])(\d+)=(\d+)", line.strip())
+    match = _STEP.fullmatch(line.strip())
     if match is None:
       return True
     a, op, b, c = int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
     if (a + b if op == "+" else a - b) != c:
       return True
   return False
-
