@@ -44,6 +44,11 @@ class EvalConfig:
   # A reward spec (e.g. 'learned:path=/rm') that reranks the same samples: Best-of-N by that
   # reward, judged by the run's verifier, for each k of pass_at_k. None = off.
   pass_at_k_reranker: str | None = None
+  # A reward spec that every reported metric uses (the results' reward column, Best-of-N, pass@k
+  # and maj@k), when it differs from the run's reward: e.g. train on a strict verifier that checks
+  # every step and report the task's own final-answer accuracy. Early stopping still selects on
+  # the run's reward. None = the run's reward.
+  reward: str | None = None
 
   def __post_init__(self):
     configs.check_choice("EvalConfig", "decode", self.decode, DECODE_METHODS)
@@ -65,12 +70,15 @@ class EvalConfig:
     if not self.pass_at_k_temperature > 0:
       raise ValueError(f"EvalConfig.pass_at_k_temperature={self.pass_at_k_temperature!r} is "
                        "invalid: must be > 0.")
-    if self.pass_at_k_reranker is not None:
+    for field in ("pass_at_k_reranker", "reward"):
+      spec = getattr(self, field)
+      if spec is None:
+        continue
       from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
-      name = registry.parse_spec(self.pass_at_k_reranker)[0]
+      name = registry.parse_spec(spec)[0] if isinstance(spec, str) else None
       if name not in registry.list_rewards():
-        raise ValueError(f"EvalConfig.pass_at_k_reranker={self.pass_at_k_reranker!r} is "
-                         f"invalid: unknown reward {name!r}; valid: {registry.list_rewards()}.")
+        raise ValueError(f"EvalConfig.{field}={spec!r} is invalid: unknown reward {name!r}; "
+                         f"valid: {registry.list_rewards()}.")
 
 
 def strip_after_eos(tokens: np.ndarray) -> np.ndarray:
@@ -134,19 +142,22 @@ class Evaluator:
       hyps.extend(detokenize(self.vocab, tokens[:real]))
     return hyps
 
-  def evaluate(self, params, examples: Sequence[Any], desc: str = "evaluate"
+  def evaluate(self, params, examples: Sequence[Any], desc: str = "evaluate", reward=None
                ) -> tuple[dict[str, float], list[str], np.ndarray]:
-    """(summary, hypotheses, per-example rewards) for one set of examples."""
+    """(summary, hypotheses, per-example rewards) for one set of examples, scored by `reward`
+    (default: the evaluator's)."""
     hyps = self.translate(params, examples, desc)
     sources = [ex.source for ex in examples]
     refs = [ex.reference for ex in examples]
-    rewards = score_batch(self.reward, sources, hyps, refs)
+    rewards = score_batch(self.reward if reward is None else reward, sources, hyps, refs)
     summary = text_metrics.summarize_translations(sources, hyps, refs, rewards)
     return summary, hyps, rewards
 
-  def best_of_n(self, params, examples: Sequence[Any], rng: jax.Array
+  def best_of_n(self, params, examples: Sequence[Any], rng: jax.Array, reward=None
                 ) -> list[tuple[int, float]]:
-    """[(n, mean reward (0-100) of the best of the first n samples)] for the configured ns."""
+    """[(n, mean reward (0-100) of the best of the first n samples)] for the configured ns,
+    scored by `reward` (default: the evaluator's)."""
+    reward = self.reward if reward is None else reward
     if self._best_of_n is None:
       return []
     n_max = max(self.config.best_of_n)
@@ -160,6 +171,6 @@ class Evaluator:
       hyps = detokenize(self.vocab, tokens.reshape(real * n_max, -1))
       sources = [ex.source for ex in chunk for _ in range(n_max)]
       refs = [ex.reference for ex in chunk for _ in range(n_max)]
-      rewards.append(score_batch(self.reward, sources, hyps, refs).reshape(real, n_max))
+      rewards.append(score_batch(reward, sources, hyps, refs).reshape(real, n_max))
     table = np.concatenate(rewards)
     return [(n, float(100.0 * table[:, :n].max(axis=1).mean())) for n in self.config.best_of_n]

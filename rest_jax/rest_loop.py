@@ -364,6 +364,13 @@ class _Loop:
     self.bc_loss_config = bc_loss_config
     self.bc_selection_metric = bc_selection_metric
     self.reward = reward
+    # What the reported metrics are scored with (EvalConfig.reward), e.g. the task's final-answer
+    # accuracy while Grow keeps samples by a stricter verifier; early stopping uses self.reward.
+    if eval_cfg.reward is None:
+      self.report_reward = reward
+    else:
+      from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
+      self.report_reward = registry.reward_from_spec(eval_cfg.reward)
     fileio.makedirs(self.workdir)
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
@@ -838,7 +845,8 @@ class _Loop:
       run_name = phase.run_name
     rows = []
     for split, examples in [("validation", self.validation), *self.tests.items()]:
-      summary, hyps, _ = self.evaluator.evaluate(params, examples, desc=f"{run_name} {split}")
+      summary, hyps, _ = self.evaluator.evaluate(params, examples, desc=f"{run_name} {split}",
+                                                 reward=self.report_reward)
       row = dict(summary, run=run_name, grow_step=phase.grow_step,
                  improve_step=max(phase.round, 0), split=split, **fields)
       row.setdefault("threshold", "")
@@ -846,9 +854,11 @@ class _Loop:
         del row["grow_step"], row["improve_step"]
       row["best_step"] = progress.best_step
       row["early_stopping_reward"] = progress.best_score
+      if self.eval_cfg.reward is not None:  # The reward column is not the run's reward.
+        row["eval_reward"] = self.eval_cfg.reward
       if split == "validation" and self.eval_cfg.best_of_n:
         row["best_of_n"] = {str(n): r for n, r in self.evaluator.best_of_n(
-            params, self.es_subset, jax.random.PRNGKey(self.seed))}
+            params, self.es_subset, jax.random.PRNGKey(self.seed), reward=self.report_reward)}
       if self.eval_cfg.pass_at_k:
         row.update(self._reasoning_metrics(params, examples))
       rows.append(row)
@@ -874,7 +884,7 @@ class _Loop:
       reranker = (None if cfg.pass_at_k_reranker is None
                   else registry.reward_from_spec(cfg.pass_at_k_reranker))
       self._reasoning_evaluator = reasoning_eval.ReasoningEvaluator(
-          self.model, self.mesh, self.factory.param_shardings, self.vocab, self.reward,
+          self.model, self.mesh, self.factory.param_shardings, self.vocab, self.report_reward,
           reasoning_eval.ReasoningEvalConfig(
               ks=tuple(cfg.pass_at_k), num_samples=cfg.pass_at_k_samples,
               temperature=cfg.pass_at_k_temperature, max_decode_len=cfg.max_decode_len,
@@ -926,8 +936,10 @@ class _Loop:
     return rows
 
   def _exact_reward(self) -> str | None:
-    """The reward's name when it is an exact verifier (the hacking check does not apply)."""
-    return getattr(self.reward, "name", "reward") if getattr(self.reward, "exact", False) else None
+    """The reported reward's name when it is an exact verifier (the hacking check does not
+    apply)."""
+    reward = self.report_reward
+    return getattr(reward, "name", "reward") if getattr(reward, "exact", False) else None
 
 
 def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[Any],

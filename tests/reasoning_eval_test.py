@@ -75,6 +75,11 @@ def test_config_errors():
   with pytest.raises(ValueError, match=r"pass_at_k_reranker='rm:path=/x' is invalid: unknown "
                                        r"reward 'rm'; valid: \['bleu'"):
     evaluate.EvalConfig(pass_at_k_reranker="rm:path=/x")
+  with pytest.raises(ValueError, match=r"EvalConfig.reward='verifier' is invalid: unknown "
+                                       r"reward 'verifier'; valid: \['bleu'"):
+    evaluate.EvalConfig(reward="verifier")
+  with pytest.raises(ValueError, match=r"EvalConfig.reward=3 is invalid: unknown reward None"):
+    evaluate.EvalConfig(reward=3)
 
 
 def test_sampled_evaluation_of_a_toy_policy(tmp_path):

@@ -1,12 +1,13 @@
 """ReST-EM end to end on the generated arithmetic task with a tiny decoder-only policy."""
 
 import collections
+import json
 
 import gin
 import numpy as np
 import pytest
 
-from rest_jax import grown_data, main
+from rest_jax import grown_data, main, report
 from rest_jax.models import model_config
 from rest_jax.rewards import registry as reward_registry
 
@@ -36,10 +37,19 @@ def run_experiment(workdir, *bindings):
 
 def test_rest_em_iterations_on_the_answers_only_pool(tmp_path):
   rows = run_experiment(tmp_path, "REWARD = 'python:fn=rest_em_arith_test:right_or_even'",
-                        "ImproveConfig.mix_bc_data = True")
+                        "ImproveConfig.mix_bc_data = True",
+                        "EvalConfig.reward = 'final_answer'")
   by_run = {(r["run"], r["split"]): r for r in rows}
   assert set(by_run) == {(run, split) for run in ("G0I0", "G1I0", "G2I0")
                          for split in ("validation",) + TEST_SPLITS}
+  for row in rows:  # Grow kept samples by right_or_even; the reported column is final_answer.
+    assert row["eval_reward"] == "final_answer"
+    with open(report.samples_path(tmp_path, row["run"], row["split"])) as f:
+      outputs = [json.loads(line) for line in f]
+    assert len(outputs) == 16
+    scores = VERIFIER.score([o["source"] for o in outputs], [o["hypothesis"] for o in outputs],
+                            [o["reference"] for o in outputs])
+    assert row["mean_reward"] == pytest.approx(100.0 * np.mean(scores))
   for row in rows:  # Sampled metrics (EvalConfig.pass_at_k) on every split, with their plots.
     assert set(row["pass_at_k"]) == set(row["maj_at_k"]) == {"1", "2"}
     assert 0 <= row["pass_at_k"]["1"] <= row["pass_at_k"]["2"] <= 100
