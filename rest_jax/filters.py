@@ -2,8 +2,11 @@
 
 ReST separates Grow (sample and score once) from Improve (train on a filtered subset). Each Improve
 round picks its subset with a filter; a *schedule* gives one filter per round so the bar rises as
-the policy improves. Filters are pure numpy functions over column arrays, so they can be applied,
-inspected and re-applied to grown data on disk without touching the model.
+the policy improves. This module holds the filters (small frozen dataclasses, one per rule, whose
+selection is numpy over column arrays: they can be applied, inspected and re-applied to grown data
+on disk without touching the model), the spec-string parser that builds them from gin, the
+schedule check (a round's bar may not fall), and `apply_filter`, which applies one round's filter
+under the `original_data` option (what happens to the human pairs) and reports the counts.
 
 Legend for array sizes: M = number of grown rows (policy samples plus original human pairs).
 
@@ -20,6 +23,8 @@ Spec strings (one Improve round, usable from gin):
 
 e.g. ``"threshold:tau=0.7"``, ``"percentile:p=90"``, ``"binary|dedup|cap:max_per_source=10"``.
 Every filter's ``spec`` property prints this form, and parsing it gives the same filter back.
+``cap:max_per_source=N`` (ReST-EM's "at most N solutions per problem") is another spelling of
+``top_k:k=N``; it builds the same filter, whose spec prints as ``top_k:k=N``.
 """
 
 from __future__ import annotations
@@ -246,7 +251,11 @@ def _best_per_source(source_id: np.ndarray, reward: np.ndarray, limit: int) -> n
 
 @dataclasses.dataclass(frozen=True)
 class TopK(Filter):
-  """Per source, the k highest rewards; equal rewards are broken by row order (earlier first)."""
+  """Per source, the k highest rewards; equal rewards are broken by row order (earlier first).
+
+  Also spelled ``cap:max_per_source=k``: run last in a chain (``binary|dedup|cap:...``) it caps
+  the verified solutions kept per problem, as ReST-EM does (at most 10 there).
+  """
   k: int
   name: ClassVar[str] = "top_k"
 
@@ -255,23 +264,6 @@ class TopK(Filter):
 
   def _select(self, source_id, reward, sample_key):
     return _best_per_source(source_id, reward, self.k)
-
-
-@dataclasses.dataclass(frozen=True)
-class Cap(Filter):
-  """At most max_per_source rows per source, highest reward first (ReST-EM caps at 10).
-
-  Same selection as top_k; meant to run last in a chain (e.g. ``binary|dedup|cap``).
-  """
-  max_per_source: int
-  name: ClassVar[str] = "cap"
-
-  def __post_init__(self):
-    object.__setattr__(self, "max_per_source",
-                       _check_positive_int(self.name, "max_per_source", self.max_per_source))
-
-  def _select(self, source_id, reward, sample_key):
-    return _best_per_source(source_id, reward, self.max_per_source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,8 +355,10 @@ def chain(filters: Sequence[Filter]) -> Chain:
 
 
 FILTERS: dict[str, type[Filter]] = {
-    cls.name: cls for cls in (Threshold, Percentile, Interpolate, TopK, Cap, Dedup, Binary)
+    cls.name: cls for cls in (Threshold, Percentile, Interpolate, TopK, Dedup, Binary)
 }
+# Other spellings: name -> (filter name, {its parameter name: the filter's field}).
+ALIASES: dict[str, tuple[str, dict[str, str]]] = {"cap": ("top_k", {"max_per_source": "k"})}
 
 
 # ----------------------------------------------------------------------------- registry and specs
@@ -372,8 +366,18 @@ FILTERS: dict[str, type[Filter]] = {
 
 def make_filter(name: str, **params: Any) -> Filter:
   """Builds a registered filter by name, e.g. ``make_filter("threshold", tau=0.7)``."""
+  if name in ALIASES:
+    target, renamed = ALIASES[name]
+    unknown = sorted(set(params) - set(renamed))
+    missing = [p for p in renamed if p not in params]
+    if unknown or missing:
+      raise ValueError(f"{name} filter takes parameters {list(renamed)}; got {sorted(params)}"
+                       + (f" (unknown: {unknown})" if unknown else "")
+                       + (f" (missing: {missing})" if missing else ""))
+    return make_filter(target, **{renamed[p]: _check_positive_int(name, p, v)
+                                  for p, v in params.items()})
   if name not in FILTERS:
-    raise ValueError(f"Unknown filter {name!r}; valid names: {sorted(FILTERS)}")
+    raise ValueError(f"Unknown filter {name!r}; valid names: {sorted([*FILTERS, *ALIASES])}")
   cls = FILTERS[name]
   fields = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(params) - set(fields))
@@ -408,7 +412,7 @@ def parse_filter(text: str) -> Filter:
     name = name.strip()
     if not _NAME.match(name):
       raise ValueError(f"{where}: expected 'name' or 'name:field=value,...', e.g. "
-                       f"'threshold:tau=0.7'; valid names: {sorted(FILTERS)}")
+                       f"'threshold:tau=0.7'; valid names: {sorted([*FILTERS, *ALIASES])}")
     params = {}
     if param_text.strip():
       for item in param_text.split(","):

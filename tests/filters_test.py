@@ -79,7 +79,8 @@ def test_interpolate_keeps_constant_source_despite_rounding():
 def test_top_k_and_cap_break_ties_by_row_order():
   columns = _columns([0, 0, 0, 0, 1, 1], [0.5, 0.9, 0.5, 0.5, 0.2, 0.2])
   np.testing.assert_array_equal(F.TopK(2)(columns), [True, True, False, False, True, True])
-  np.testing.assert_array_equal(F.Cap(1)(columns), [False, True, False, False, True, False])
+  np.testing.assert_array_equal(F.parse_filter("cap:max_per_source=1")(columns),
+                                [False, True, False, False, True, False])
 
 
 def test_top_k_matches_reference():
@@ -176,14 +177,20 @@ def test_describe_empty_reports_statistics_and_suggests_threshold():
 
 def test_registry_and_spec_roundtrip():
   for spec in ["threshold:tau=0.7", "percentile:p=90.0", "interpolate:gamma=0.5", "top_k:k=3",
-               "binary|dedup|cap:max_per_source=10", "dedup"]:
+               "binary|dedup|top_k:k=10", "dedup"]:
     f = F.parse_filter(spec)
     assert f.spec == spec
     assert F.parse_filter(f.spec) == f
   assert F.to_filter(("threshold", {"tau": 0.7})) == F.Threshold(0.7)
   chained = F.to_filter(["binary", ("cap", {"max_per_source": 2})])
-  assert chained.spec == "binary|cap:max_per_source=2"
-  with pytest.raises(ValueError, match=r"Unknown filter 'treshold'; valid names: \['binary'"):
+  assert chained.spec == "binary|top_k:k=2"  # cap is another spelling of top_k.
+  assert F.parse_filter("binary|dedup|cap:max_per_source=10") == F.parse_filter(
+      "binary|dedup|top_k:k=10")
+  with pytest.raises(ValueError, match=r"cap filter takes parameters \['max_per_source'\]; got "
+                                       r"\['k'\] \(unknown: \['k'\]\) \(missing"):
+    F.make_filter("cap", k=2)
+  with pytest.raises(ValueError, match=r"Unknown filter 'treshold'; valid names: \['binary', "
+                                       r"'cap', 'dedup'"):
     F.make_filter("treshold", tau=0.7)
 
 
@@ -211,7 +218,7 @@ def test_schedule_forms_and_rounds():
                               "binary|dedup|cap:max_per_source=10"])
   assert len(schedule) == 4
   assert schedule.for_round(1) == F.Threshold(0.8)
-  assert schedule.specs[3] == "binary|dedup|cap:max_per_source=10"
+  assert schedule.specs[3] == "binary|dedup|top_k:k=10"
   with pytest.raises(ValueError, match="Improve step 5 has no filter"):
     schedule.for_round(4)
   assert F.threshold_schedule([0.0, 0.7, 0.8]).specs == [
