@@ -1,4 +1,10 @@
-"""Frozen, validated configuration dataclasses.
+"""The configuration dataclasses several modules share: model, mesh, optimizer, sampling, beam.
+
+One rule places every config dataclass: a config that one module uses lives in that module, beside
+its code; this module holds the ones several modules share. So `TrainPhaseConfig` is in
+rest_jax/train.py (the training loop), `GrowConfig` in grow.py, `ImproveConfig` in improve.py,
+`EvalConfig` in evaluate.py, `OnlineConfig` in online.py and `DataConfig` in rest_loop.py; gin
+knows them all by class name (`rest_jax.gin_setup`), wherever they live.
 
 Library code takes these dataclasses, never gin directly: gin binds the top-level entry functions
 (`rest_loop.run`, the scripts) and constructs these from their arguments. Every dataclass checks its

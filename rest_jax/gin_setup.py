@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gin
 
-from rest_jax import configs, evaluate, grow, improve, online, rest_loop
+from rest_jax import configs, evaluate, grow, improve, online, rest_loop, train
 
 _REGISTERED = False
 
@@ -19,8 +19,8 @@ def register() -> None:
   if _REGISTERED:
     return
   for cls in (configs.MeshConfig, configs.OptimizerConfig, configs.SamplingConfig,
-              configs.BeamSearchConfig, rest_loop.DataConfig, rest_loop.ImproveConfig,
-              improve.TrainPhaseConfig, grow.GrowConfig, evaluate.EvalConfig, online.OnlineConfig):
+              configs.BeamSearchConfig, rest_loop.DataConfig, improve.ImproveConfig,
+              train.TrainPhaseConfig, grow.GrowConfig, evaluate.EvalConfig, online.OnlineConfig):
     gin.external_configurable(cls, module="rest_jax")
   gin.external_configurable(rest_loop.run, name="run", module="rest_loop")
   _REGISTERED = True

@@ -1,175 +1,133 @@
-"""Training phases: behaviour cloning and Improve rounds share one early-stopping loop.
+"""The Improve step: its configuration, and the training set of each round.
 
-`train_phase` runs a jitted train step over deterministic batches (a function of (seed, step)),
-evaluates the validation reward every `eval_every` steps, keeps the parameters with the best
-validation reward (the phase's starting policy counts as a candidate, so a round never ends
-worse than it began on that measure) and stops after `patience` evaluations without
-improvement. At every evaluation it checkpoints the full state and the loop position, so a
-killed run resumes mid-phase and continues with exactly the same batches and keys. After SIGTERM
-(`rest_jax.preemption`) it checkpoints at the end of the step in flight and raises `Preempted`.
-A NaN or infinite loss (seen at every log and evaluation step) stops the phase with
-`NonFiniteLossError` before that state is saved, so the newest checkpoint stays a sound one.
-
-`round_data` turns the grown records of a Grow step into one Improve round's training set.
+An Improve round filters the records of the latest Grow step (`filter_round`, through
+`rest_jax.filters`) and trains on what it keeps (`round_data`) with the round's loss, through the
+training loop every phase shares (`rest_jax.train.train_phase`); `rest_jax.phases` runs it.
+`ImproveConfig` says, for every Grow step, how many rounds, each round's filter and loss, what
+happens to the human data, and where each round starts from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import math
-from typing import Any, Callable
+from typing import Any
 
-import jax
 import numpy as np
-import tqdm
 
-from rest_jax import batching, filters, grown_data, preemption
-from rest_jax import sharding as sharding_lib
-from rest_jax.configs import OptimizerConfig
+from rest_jax import batching, configs, filters, grown_data
+from rest_jax.losses import registry as loss_registry
+from rest_jax.train import TrainPhaseConfig
 
-logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite (checked at every log and evaluation step)."""
+ON_EMPTY = ("stop", "skip")
+RESTART_FROM = ("previous", "bc")
+LR_DECAY_OVER = ("grow_step", "run")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainPhaseConfig:
-  """One training phase (BC, value pretraining or an Improve round).
-
-  Toy defaults (batch 64, 1000 steps) sized for CPU runs. The paper trains each Improve round
-  "while validation reward improves" and keeps the best checkpoint: set `max_steps`, `eval_every`
-  and `patience` per experiment (the IWSLT/WMT gin files do). BVMPO anneals its BC-KL weight
-  over `max_steps` (see `losses.bvmpo`).
-  """
-  batch_size: int = 64
-  max_steps: int = 1000
-  optimizer: OptimizerConfig = OptimizerConfig()
-  eval_every: int = 200  # Steps between validation-reward evaluations (and checkpoints).
-  patience: int = 0  # Evaluations without improvement before stopping; 0 = never stop early.
-  log_every: int = 50
-  dropout: bool = True
-  seed: int = 0
-  # Pad each batch only to the smallest of these lengths that fits it (one compiled shape per
-  # bucket); () pads every batch to the run's full lengths. See batching.BatchSchedule.
-  length_buckets: tuple[int, ...] = ()
+class ImproveConfig:
+  """The Improve rounds of every Grow step. Toy default schedule: one τ=0 round (the paper's
+  "I=0" row); the paper ran 5 (IWSLT) / 4 (WMT) rounds with τ from [0, .7, .8, .9, .95, .99]."""
+  filter_schedule: tuple[str, ...] = ("threshold:tau=0.0",)  # One filter per round.
+  losses: tuple[str, ...] = ("bc",)  # One loss per round, or a single loss for every round.
+  loss_overrides: Any = None  # {loss name: {hyper-parameter: value}}
+  original_data: str = "keep"
+  # Also train every round on BC's training data (the human worked solutions), beside the kept
+  # samples: rejection-sampling fine-tuning's mix (Yuan et al. 2023) rather than ReST-EM's
+  # samples only. For tasks whose Grow split is not the BC split (reasoning tasks); BC loss only.
+  mix_bc_data: bool = False
+  on_empty: str = "stop"  # A round whose filter keeps nothing: stop this Grow step, or skip.
+  restart_from: str = "previous"
+  lr_decay_per_round: float = 0.5  # Round i trains at learning_rate * decay ** i.
+  lr_decay_over: str = "grow_step"  # What i counts: rounds of the Grow step, or of the 'run'.
+  lagged_sync_every: int = 50  # GOLD's lagged policy refresh (steps).
+  # BVMPO's trust-region reference (V-MPO's target network) refresh (steps); 0 = round start.
+  trust_region_sync_every: int = 100
+  value_pretrain_steps: int = 200
+  train: TrainPhaseConfig = TrainPhaseConfig()
 
   def __post_init__(self):
-    for field in ("batch_size", "max_steps", "eval_every", "log_every"):
+    configs.check_choice("ImproveConfig", "original_data", self.original_data,
+                         filters.ORIGINAL_DATA_OPTIONS)
+    configs.check_choice("ImproveConfig", "on_empty", self.on_empty, ON_EMPTY)
+    configs.check_choice("ImproveConfig", "restart_from", self.restart_from, RESTART_FROM)
+    configs.check_choice("ImproveConfig", "lr_decay_over", self.lr_decay_over, LR_DECAY_OVER)
+    for field in ("lagged_sync_every", "trust_region_sync_every"):
       value = getattr(self, field)
-      if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"TrainPhaseConfig.{field}={value!r} is invalid: expected a positive "
-                         "integer.")
-    if any(not isinstance(b, int) or b <= 0 for b in self.length_buckets):
-      raise ValueError(f"TrainPhaseConfig.length_buckets={self.length_buckets!r} is invalid: "
-                       "expected positive integers.")
-    if not isinstance(self.patience, int) or self.patience < 0:
-      raise ValueError(f"TrainPhaseConfig.patience={self.patience!r} is invalid: expected an "
-                       "integer >= 0 (0 disables early stopping).")
+      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ImproveConfig.{field}={value!r} is invalid: expected an integer "
+                         ">= 0 (0 = never refresh).")
+    filters.make_schedule(list(self.filter_schedule))  # Raises on a bad or falling schedule.
+    if len(self.losses) not in (1, len(self.filter_schedule)):
+      raise ValueError(f"ImproveConfig.losses has {len(self.losses)} entries; expected 1 or one "
+                       f"per round ({len(self.filter_schedule)}).")
+    for name in self.losses:
+      loss_registry.get_loss(name)  # Raises with the list of valid names.
+    online_only = loss_registry.list_online_losses()
+    if set(self.losses) & set(online_only):
+      offline = sorted(set(loss_registry.list_losses()) - set(online_only))
+      raise ValueError(f"ImproveConfig.losses={tuple(self.losses)!r}: {online_only} are on-policy "
+                       "losses (fresh samples of the current policy each step), set with "
+                       f"rest_loop.run.online = @OnlineConfig(); valid losses for Improve "
+                       f"rounds: {offline}.")
+    for name, overrides in dict(self.loss_overrides or {}).items():
+      loss_registry.make_config(name, **dict(overrides))
+    if not 0 < self.lr_decay_per_round <= 1:
+      raise ValueError(f"ImproveConfig.lr_decay_per_round={self.lr_decay_per_round!r} is "
+                       "invalid: expected 0 < decay <= 1.")
+    needs_behaviour = [n for n in self.losses
+                       if "behaviour_token_logprobs" in loss_registry.get_loss(n).requires]
+    if needs_behaviour and self.original_data != "drop":
+      raise ValueError(f"ImproveConfig.original_data={self.original_data!r} with loss(es) "
+                       f"{needs_behaviour}, which read behaviour log-probs: the human references "
+                       "have none (no policy sampled them). Set original_data='drop'.")
+    if not isinstance(self.mix_bc_data, bool):
+      raise ValueError(f"ImproveConfig.mix_bc_data={self.mix_bc_data!r} is invalid: expected "
+                       "True or False.")
+    if self.mix_bc_data and set(self.losses) != {"bc"}:
+      raise ValueError(f"ImproveConfig.mix_bc_data=True with losses {tuple(self.losses)!r}: the "
+                       "human data has no reward, behaviour log-probs or values, so it mixes only "
+                       "into rounds with the 'bc' loss; allowed: losses=('bc',) or "
+                       "mix_bc_data=False.")
+    self.value_pretrain_config()  # Raises if the rounds' critics disagree on gamma.
 
-  def replace(self, **changes) -> "TrainPhaseConfig":
-    return dataclasses.replace(self, **changes)
+  @property
+  def num_rounds(self) -> int:
+    return len(self.filter_schedule)
 
+  def filter_of(self, round_index: int) -> filters.Filter:
+    """Round `round_index`'s filter (0-based), as the Improve round applies it."""
+    return filters.make_schedule(list(self.filter_schedule)).for_round(round_index)
 
-@dataclasses.dataclass
-class PhaseProgress:
-  """What a phase checkpoint records about its own progress (JSON-serialisable)."""
-  step: int = 0
-  best_score: float = -math.inf
-  best_step: int = -1
-  bad_evals: int = 0
-  finished: bool = False
-  evals: list = dataclasses.field(default_factory=list)  # [(step, score)]
+  def loss_of(self, round_index: int) -> str:
+    return self.losses[0] if len(self.losses) == 1 else self.losses[round_index]
 
-  def to_json(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["best_score"] = None if math.isinf(self.best_score) else self.best_score
-    return d
+  def loss_config(self, name: str):
+    """Loss `name`'s hyper-parameters in an Improve round (phase-relative ones filled in)."""
+    config = loss_registry.make_config(
+        name, **dict(dict(self.loss_overrides or {}).get(name, {})))
+    return loss_registry.get_loss(name).for_phase(config, self.train.max_steps)
 
-  @staticmethod
-  def from_json(d: dict) -> "PhaseProgress":
-    d = dict(d)
-    d["best_score"] = -math.inf if d.get("best_score") is None else d["best_score"]
-    d["evals"] = [tuple(e) for e in d.get("evals", [])]
-    return PhaseProgress(**d)
+  def value_pretrain_config(self):
+    """The critic pretraining's loss config: `loss_overrides['value_pretrain']`, with gamma
+    taken from the rounds' value-head losses (their critics regress the same return)."""
+    overrides = dict(dict(self.loss_overrides or {}).get("value_pretrain", {}))
+    gammas = {name: self.loss_config(name).gamma for name in sorted(set(self.losses))
+              if loss_registry.get_loss(name).needs_value_head and name != "value_pretrain"}
+    if gammas and "gamma" in overrides:
+      gammas["value_pretrain"] = overrides["gamma"]
+    if len(set(gammas.values())) > 1:
+      raise ValueError(f"ImproveConfig: one critic is pretrained per Grow step for every round, "
+                       f"but the losses' gamma differ: {gammas}; use one gamma.")
+    if gammas:
+      overrides["gamma"] = next(iter(gammas.values()))
+    return loss_registry.make_config("value_pretrain", **overrides)
 
-
-@dataclasses.dataclass
-class PhaseHooks:
-  """The loop's callbacks into checkpointing, evaluation and logging."""
-  evaluate: Callable[[Any], float] | None  # params -> validation reward (0-100); None: no eval
-  save_state: Callable[[Any, PhaseProgress], None]  # mid-phase checkpoint
-  save_best: Callable[[Any, PhaseProgress], None]  # best params so far
-  load_best: Callable[[], Any]  # -> best params
-  log_metrics: Callable[[dict, int], None]  # (metrics, step)
-
-
-def train_phase(name: str, state, step_fn, data: batching.SequenceData,
-                config: TrainPhaseConfig, mesh, hooks: PhaseHooks, progress: PhaseProgress,
-                rng: jax.Array, lengths: tuple[int, int],
-                start_params_score: float | None = None):
-  """Runs (or resumes) one training phase; returns (final state, best params, progress).
-
-  `lengths` = the (source_len, target_len) batches are padded to, fixed for a run (below them,
-  `config.length_buckets`), so each loss compiles once per shape.
-  """
-  schedule = batching.BatchSchedule(data, config.batch_size, config.seed, *lengths,
-                                    length_buckets=config.length_buckets)
-  if progress.step == 0 and start_params_score is not None and progress.best_step < 0:
-    progress.best_score, progress.best_step = start_params_score, 0
-    hooks.save_best(state.params, progress)
-  bar = tqdm.tqdm(total=config.max_steps, initial=progress.step, desc=name,
-                  disable=jax.process_index() != 0)
-  rows = sharding_lib.process_rows(config.batch_size)
-  while not progress.finished and progress.step < config.max_steps:
-    step = progress.step
-    batch = schedule.batch(step)
-    batch = sharding_lib.shard_batch({k: v[rows] for k, v in batch.items()}, mesh)
-    state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
-    progress.step = step + 1
-    bar.update(1)
-    saved = progress.step % config.eval_every == 0 or progress.step == config.max_steps
-    if saved or progress.step % config.log_every == 0:
-      host_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      bar.set_postfix(loss=f"{host_metrics['loss']:.3f}")
-      hooks.log_metrics(host_metrics, progress.step)
-      if not math.isfinite(host_metrics["loss"]):  # Checked before this state is saved.
-        bar.close()
-        raise NonFiniteLossError(
-            f"{name}: the training loss is {host_metrics['loss']} at step {progress.step}; "
-            "this state is not saved. Lower the phase's OptimizerConfig.learning_rate (or check "
-            "the data) and run the same command again: it resumes from the newest checkpoint.")
-    if saved:
-      _evaluate_and_checkpoint(state, config, hooks, progress)
-    if preemption.stop_requested():
-      if not saved:
-        hooks.save_state(state, progress)
-      bar.close()
-      raise preemption.Preempted(f"{name}: stopped after step {progress.step} (checkpointed).")
-  bar.close()
-  progress.finished = True
-  best = hooks.load_best() if progress.best_step >= 0 else state.params
-  return state, best, progress
-
-
-def _evaluate_and_checkpoint(state, config, hooks, progress):
-  if hooks.evaluate is None:  # No selection (value pretraining): the last params are the result.
-    hooks.save_state(state, progress)
-    return
-  score = hooks.evaluate(state.params)
-  progress.evals.append((progress.step, score))
-  if score > progress.best_score:
-    progress.best_score, progress.best_step, progress.bad_evals = score, progress.step, 0
-    hooks.save_best(state.params, progress)
-  else:
-    progress.bad_evals += 1
-  if config.patience and progress.bad_evals >= config.patience:
-    logger.info("Early stopping at step %d (best %.2f at step %d).", progress.step,
-                 progress.best_score, progress.best_step)
-    progress.finished = True
-  hooks.save_state(state, progress)
+  def lr_scale(self, grow_step: int, round_index: int) -> float:
+    """The learning-rate multiplier of Improve round `round_index` (0-based) of `grow_step`."""
+    rounds_before = round_index
+    if self.lr_decay_over == "run":
+      rounds_before += (grow_step - 1) * self.num_rounds
+    return self.lr_decay_per_round ** rounds_before
 
 
 # ------------------------------------------------------------------------------ round data

@@ -35,7 +35,7 @@ def improve_config_from_workdir(workdir: str):
   Parses the file into gin's global config and clears it again afterwards.
   """
   import gin  # pylint: disable=g-import-not-at-top
-  from rest_jax import gin_setup, rest_loop  # pylint: disable=g-import-not-at-top
+  from rest_jax import gin_setup  # pylint: disable=g-import-not-at-top
   gin_setup.register()
   found = [os.path.join(workdir, n) for n in CONFIG_FILES
            if fileio.exists(os.path.join(workdir, n))]
@@ -48,7 +48,7 @@ def improve_config_from_workdir(workdir: str):
     try:
       value = gin.query_parameter("rest_loop.run.improve_config")
     except ValueError:  # Not bound: the run used ImproveConfig's defaults.
-      return rest_loop.ImproveConfig(), found[0]
+      return improve.ImproveConfig(), found[0]
     if isinstance(value, gin.config.ConfigurableReference):
       value = value.scoped_configurable_fn()
     return value, found[0]

@@ -11,7 +11,7 @@ policy) one training phase alternates, every step,
      group-normalised baseline; `ppo`: clipped ratios and the value head as critic), both with a
      KL penalty to the BC policy and an optional entropy bonus (`rest_jax.losses`).
 
-The phase is an ordinary training phase of the loop (`improve.train_phase`): the same policy
+The phase is an ordinary training phase of the loop (`train.train_phase`): the same policy
 state and shardings, validation-reward evaluation every `eval_every` steps with the best
 checkpoint kept (the starting BC policy counts as a candidate), early stopping, TensorBoard
 logs, mid-phase checkpoints and resume. The sources of a step are a pure function of
@@ -44,7 +44,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from rest_jax import batching, configs, fileio, grow as grow_lib, improve
+from rest_jax import batching, configs, fileio, grow as grow_lib
+from rest_jax import train as train_lib
 from rest_jax import sharding as sharding_lib
 from rest_jax.evaluate import detokenize
 from rest_jax.losses import registry as loss_registry
@@ -73,7 +74,7 @@ class OnlineConfig:
   inner_epochs: int = 1
   minibatches: int = 1
   truncated_samples: str = "zero_reward"
-  train: improve.TrainPhaseConfig = improve.TrainPhaseConfig()
+  train: train_lib.TrainPhaseConfig = train_lib.TrainPhaseConfig()
 
   def __post_init__(self):
     allowed = loss_registry.list_online_losses()
@@ -152,7 +153,7 @@ def make_old_policy_fn(model: Transformer, mesh, param_shardings) -> Callable:
 
 
 class OnlineStep:
-  """The step function `improve.train_phase` runs in the online phase:
+  """The step function `train.train_phase` runs in the online phase:
   `(state, source batch, rng) -> (state, metrics)` = sample, score, `updates_per_step` updates.
 
   `update` is a jitted train step of the configured loss (`train.make_train_step`); the batch

@@ -1,13 +1,15 @@
 """The ReST loop: BC, then Grow / (value pretraining) / Improve rounds, with resume.
 
-The run is a fixed list of phases computed from the configuration:
+`run` checks the configuration, builds the run's shared objects (`_Loop`: the data, the policy
+model, the device mesh, the checkpoints and the reporter) and runs the phases that
+`rest_jax.phases` plans, each by its runner there. A newcomer follows one Grow step as:
 
-  bc, grow1, [value1], improve1.0, improve1.1, ..., grow2, [value2], improve2.0, ...
+  rest_jax.phases.run_grow -> rest_jax.grow.grow (sample, score, write shards;
+  rest_jax.sampling, rest_jax.rewards, rest_jax.grown_data) -> rest_jax.phases.run_improve ->
+  rest_jax.improve.round_data (rest_jax.filters) -> rest_jax.train.train_phase with the round's
+  loss (rest_jax.losses) -> rest_jax.run_report (evaluation rows, plots).
 
-`value<g>` (behaviour value estimation of the critic) appears only when a round of that Grow step
-uses a loss with a value head (BVMPO, OAC). Improve round i of Grow step g is reported as
-`G<g>I<i>`: round 0 uses the first filter of the schedule (the paper's τ = 0 row, "I=0"). BC is
-`G0I0`. Every round continues from the previous round's best policy with a lower learning rate
+Every round continues from the previous round's best policy with a lower learning rate
 (`ImproveConfig.lr_decay_per_round`), or — ReST-EM — the first round of each Grow step restarts
 from the BC policy (`restart_from="bc"`). Every phase starts a fresh optimizer: Adam moments, the
 warm-up (`improve/OptimizerConfig.warmup_steps`, 0 for none) and BVMPO's duals restart in every
@@ -15,14 +17,12 @@ round. The decay exponent counts the rounds of the Grow step (`lr_decay_over='gr
 Grow step's first round trains at the full rate again) or of the whole run (`'run'`); the paper
 says only that each round continues with a lower learning rate.
 
-Checkpoints: one orbax manager under `<workdir>/checkpoints` holds either a full mid-phase state
-("state", saved at each evaluation) or a phase-boundary policy ("policy"), ordered by
-`phase_index * 10**6 + step`. The latest one says where to resume; if it cannot be read it is
-set aside (`<step>.unreadable`) and the newest readable one is used. Grown data lives in
-`<workdir>/grown` and resumes shard by shard; `<workdir>/checkpoints_grow` keeps the policy of
-the latest Grow step so that a shard found damaged later is regrown identically. Results go to
-`results.jsonl/csv/md`, PNG plots and TensorBoard events under `<workdir>/tensorboard`; only
-process 0 writes them.
+Resume: the newest checkpoint under `<workdir>/checkpoints` (`rest_jax.run_checkpoints`) says
+where to continue — at a phase boundary, or mid-phase with the same batches and keys; if it cannot
+be read it is set aside (`<step>.unreadable`) and the newest readable one is used. Grown data
+lives in `<workdir>/grown` and resumes shard by shard; a shard found damaged later is regrown
+with the saved Grow policy. Results go to `results.jsonl/csv/md`, PNG plots and TensorBoard
+events under `<workdir>/tensorboard`; only process 0 writes them.
 """
 
 from __future__ import annotations
@@ -31,17 +31,15 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rest_jax import checkpointing, configs, evaluate, fileio, filters, grow as grow_lib
-from rest_jax import grown_data, preemption, pretrained_policies
-from rest_jax import batching, improve, optim, report, sampling, train, train_state
+from rest_jax import batching, checkpointing, configs, evaluate, fileio, grow as grow_lib
+from rest_jax import grown_data, improve, optim, phases as phases_lib, preemption
+from rest_jax import pretrained_policies, run_checkpoints, run_report, train, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax import online as online_lib
 from rest_jax.losses import registry as loss_registry
@@ -49,11 +47,6 @@ from rest_jax.models import Transformer, model_config
 
 logger = logging.getLogger(__name__)
 
-PHASE_STRIDE = 10**6
-ON_EMPTY = ("stop", "skip")
-RESTART_FROM = ("previous", "bc")
-ORIGINAL_DATA = ("keep", "filter", "drop")
-LR_DECAY_OVER = ("grow_step", "run")
 SELECTION_METRICS = ("mean_reward", "bleu", "chrf")
 INIT_POLICY_MODES = ("load", "finetune")
 
@@ -121,165 +114,11 @@ def _check_test_splits(splits: Any) -> tuple[str, ...]:
   return tuple(splits)
 
 
-@dataclasses.dataclass(frozen=True)
-class ImproveConfig:
-  """The Improve rounds of every Grow step. Toy default schedule: one τ=0 round (the paper's
-  "I=0" row); the paper ran 5 (IWSLT) / 4 (WMT) rounds with τ from [0, .7, .8, .9, .95, .99]."""
-  filter_schedule: tuple[str, ...] = ("threshold:tau=0.0",)  # One filter per round.
-  losses: tuple[str, ...] = ("bc",)  # One loss per round, or a single loss for every round.
-  loss_overrides: Any = None  # {loss name: {hyper-parameter: value}}
-  original_data: str = "keep"
-  # Also train every round on BC's training data (the human worked solutions), beside the kept
-  # samples: rejection-sampling fine-tuning's mix (Yuan et al. 2023) rather than ReST-EM's
-  # samples only. For tasks whose Grow split is not the BC split (reasoning tasks); BC loss only.
-  mix_bc_data: bool = False
-  on_empty: str = "stop"  # A round whose filter keeps nothing: stop this Grow step, or skip.
-  restart_from: str = "previous"
-  lr_decay_per_round: float = 0.5  # Round i trains at learning_rate * decay ** i.
-  lr_decay_over: str = "grow_step"  # What i counts: rounds of the Grow step, or of the 'run'.
-  lagged_sync_every: int = 50  # GOLD's lagged policy refresh (steps).
-  # BVMPO's trust-region reference (V-MPO's target network) refresh (steps); 0 = round start.
-  trust_region_sync_every: int = 100
-  value_pretrain_steps: int = 200
-  train: improve.TrainPhaseConfig = improve.TrainPhaseConfig()
-
-  def __post_init__(self):
-    configs.check_choice("ImproveConfig", "original_data", self.original_data, ORIGINAL_DATA)
-    configs.check_choice("ImproveConfig", "on_empty", self.on_empty, ON_EMPTY)
-    configs.check_choice("ImproveConfig", "restart_from", self.restart_from, RESTART_FROM)
-    configs.check_choice("ImproveConfig", "lr_decay_over", self.lr_decay_over, LR_DECAY_OVER)
-    for field in ("lagged_sync_every", "trust_region_sync_every"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"ImproveConfig.{field}={value!r} is invalid: expected an integer "
-                         ">= 0 (0 = never refresh).")
-    filters.make_schedule(list(self.filter_schedule))  # Raises on a bad or falling schedule.
-    if len(self.losses) not in (1, len(self.filter_schedule)):
-      raise ValueError(f"ImproveConfig.losses has {len(self.losses)} entries; expected 1 or one "
-                       f"per round ({len(self.filter_schedule)}).")
-    for name in self.losses:
-      loss_registry.get_loss(name)  # Raises with the list of valid names.
-    online_only = loss_registry.list_online_losses()
-    if set(self.losses) & set(online_only):
-      offline = sorted(set(loss_registry.list_losses()) - set(online_only))
-      raise ValueError(f"ImproveConfig.losses={tuple(self.losses)!r}: {online_only} are on-policy "
-                       "losses (fresh samples of the current policy each step), set with "
-                       f"rest_loop.run.online = @OnlineConfig(); valid losses for Improve "
-                       f"rounds: {offline}.")
-    for name, overrides in dict(self.loss_overrides or {}).items():
-      loss_registry.make_config(name, **dict(overrides))
-    if not 0 < self.lr_decay_per_round <= 1:
-      raise ValueError(f"ImproveConfig.lr_decay_per_round={self.lr_decay_per_round!r} is "
-                       "invalid: expected 0 < decay <= 1.")
-    needs_behaviour = [n for n in self.losses
-                       if "behaviour_token_logprobs" in loss_registry.get_loss(n).requires]
-    if needs_behaviour and self.original_data != "drop":
-      raise ValueError(f"ImproveConfig.original_data={self.original_data!r} with loss(es) "
-                       f"{needs_behaviour}, which read behaviour log-probs: the human references "
-                       "have none (no policy sampled them). Set original_data='drop'.")
-    if not isinstance(self.mix_bc_data, bool):
-      raise ValueError(f"ImproveConfig.mix_bc_data={self.mix_bc_data!r} is invalid: expected "
-                       "True or False.")
-    if self.mix_bc_data and set(self.losses) != {"bc"}:
-      raise ValueError(f"ImproveConfig.mix_bc_data=True with losses {tuple(self.losses)!r}: the "
-                       "human data has no reward, behaviour log-probs or values, so it mixes only "
-                       "into rounds with the 'bc' loss; allowed: losses=('bc',) or "
-                       "mix_bc_data=False.")
-    self.value_pretrain_config()  # Raises if the rounds' critics disagree on gamma.
-
-  @property
-  def num_rounds(self) -> int:
-    return len(self.filter_schedule)
-
-  def filter_of(self, round_index: int) -> filters.Filter:
-    """Round `round_index`'s filter (0-based), as the Improve round applies it."""
-    return filters.make_schedule(list(self.filter_schedule)).for_round(round_index)
-
-  def loss_of(self, round_index: int) -> str:
-    return self.losses[0] if len(self.losses) == 1 else self.losses[round_index]
-
-  def loss_config(self, name: str):
-    """Loss `name`'s hyper-parameters in an Improve round (phase-relative ones filled in)."""
-    config = loss_registry.make_config(
-        name, **dict(dict(self.loss_overrides or {}).get(name, {})))
-    return loss_registry.get_loss(name).for_phase(config, self.train.max_steps)
-
-  def value_pretrain_config(self):
-    """The critic pretraining's loss config: `loss_overrides['value_pretrain']`, with gamma
-    taken from the rounds' value-head losses (their critics regress the same return)."""
-    overrides = dict(dict(self.loss_overrides or {}).get("value_pretrain", {}))
-    gammas = {name: self.loss_config(name).gamma for name in sorted(set(self.losses))
-              if loss_registry.get_loss(name).needs_value_head and name != "value_pretrain"}
-    if gammas and "gamma" in overrides:
-      gammas["value_pretrain"] = overrides["gamma"]
-    if len(set(gammas.values())) > 1:
-      raise ValueError(f"ImproveConfig: one critic is pretrained per Grow step for every round, "
-                       f"but the losses' gamma differ: {gammas}; use one gamma.")
-    if gammas:
-      overrides["gamma"] = next(iter(gammas.values()))
-    return loss_registry.make_config("value_pretrain", **overrides)
-
-  def lr_scale(self, grow_step: int, round_index: int) -> float:
-    """The learning-rate multiplier of Improve round `round_index` (0-based) of `grow_step`."""
-    rounds_before = round_index
-    if self.lr_decay_over == "run":
-      rounds_before += (grow_step - 1) * self.num_rounds
-    return self.lr_decay_per_round ** rounds_before
-
-
-@dataclasses.dataclass(frozen=True)
-class Phase:
-  kind: str  # "bc" | "grow" | "value" | "improve"
-  grow_step: int = 0
-  round: int = -1
-
-  @property
-  def name(self) -> str:
-    if self.kind == "bc":
-      return "bc"
-    if self.kind == "online":
-      return "online"
-    if self.kind == "improve":
-      return f"improve{self.grow_step}.{self.round}"
-    return f"{self.kind}{self.grow_step}"
-
-  @property
-  def run_name(self) -> str:
-    return report.run_name(self.grow_step, max(self.round, 0))
-
-
-def plan_phases(num_grow_steps: int, improve_config: ImproveConfig) -> list[Phase]:
-  phases = [Phase("bc")]
-  for g in range(1, num_grow_steps + 1):
-    phases.append(Phase("grow", g))
-    if any(loss_registry.get_loss(improve_config.loss_of(i)).needs_value_head
-           for i in range(improve_config.num_rounds)):
-      phases.append(Phase("value", g))
-    phases.extend(Phase("improve", g, i) for i in range(improve_config.num_rounds))
-  return phases
-
-
-def run_phases(num_grow_steps: int, improve_config: ImproveConfig,
-               online: online_lib.OnlineConfig | None) -> list[Phase]:
-  """The phases of a run: ReST's (`plan_phases`), or BC then on-policy RL when `online` is set."""
-  phases = plan_phases(num_grow_steps, improve_config)
-  if online is not None:  # On-policy RL after BC instead of ReST (rest_jax.online).
-    if num_grow_steps:
-      raise ValueError(f"run.num_grow_steps={num_grow_steps!r} with run.online set: an online-RL "
-                       "run is BC then the online phase; set NUM_GROW_STEPS = 0.")
-    phases.append(Phase("online"))
-  return phases
-
-
-def _is_chief() -> bool:
-  return jax.process_index() == 0
-
-
 def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         model_overrides: Any = None, mesh: configs.MeshConfig = configs.MeshConfig(),
-        data: DataConfig = DataConfig(), bc: improve.TrainPhaseConfig = improve.TrainPhaseConfig(),
+        data: DataConfig = DataConfig(), bc: train.TrainPhaseConfig = train.TrainPhaseConfig(),
         num_grow_steps: int = 1, grow: grow_lib.GrowConfig = grow_lib.GrowConfig(),
-        improve_config: ImproveConfig = ImproveConfig(),
+        improve_config: improve.ImproveConfig = improve.ImproveConfig(),
         evaluation: evaluate.EvalConfig = evaluate.EvalConfig(), reward: str = "chrf",
         reward_options: Any = None, bc_loss_overrides: Any = None,
         bc_selection_metric: str = "mean_reward", seed: int = 0,
@@ -326,7 +165,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   if init_policy_mode not in INIT_POLICY_MODES:
     raise ValueError(f"run.init_policy_mode={init_policy_mode!r} is invalid; allowed: "
                      f"{list(INIT_POLICY_MODES)}.")
-  phases = run_phases(num_grow_steps, improve_config, online)
+  phases = phases_lib.run_phases(num_grow_steps, improve_config, online)
   if stop_after_phase is not None and stop_after_phase not in [p.name for p in phases]:
     raise ValueError(f"run.stop_after_phase={stop_after_phase!r} is not a phase of this run; "
                      f"phases: {[p.name for p in phases]}.")
@@ -350,7 +189,8 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
 
 
 class _Loop:
-  """Holds the run's shared objects and executes its phases."""
+  """The run's shared objects (data, model, mesh, checkpoints, reporter), the training helper
+  every phase uses, and the loop over the phases (`rest_jax.phases` runs each one)."""
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
                improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric,
@@ -364,13 +204,6 @@ class _Loop:
     self.bc_loss_config = bc_loss_config
     self.bc_selection_metric = bc_selection_metric
     self.reward = reward
-    # What the reported metrics are scored with (EvalConfig.reward), e.g. the task's final-answer
-    # accuracy while Grow keeps samples by a stricter verifier; early stopping uses self.reward.
-    if eval_cfg.reward is None:
-      self.report_reward = reward
-    else:
-      from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
-      self.report_reward = registry.reward_from_spec(eval_cfg.reward)
     fileio.makedirs(self.workdir)
 
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
@@ -389,10 +222,10 @@ class _Loop:
     load = lambda split, limit, **kw: pipeline.load_examples(
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
     self._load_split = load
-    self.init_dir, self._init_step, self.init_policy_mode = init_dir, None, init_policy_mode
+    self.init_dir, self.init_step, self.init_policy_mode = init_dir, None, init_policy_mode
     self.online_cfg = online
     if init_dir is not None:  # Checked before the training data loads.
-      self._init_step, meta = pretrained_policies.read_meta(init_dir)
+      self.init_step, meta = pretrained_policies.read_meta(init_dir)
       pretrained_policies.check_compatible(
           init_dir, meta,
           model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True)),
@@ -425,77 +258,34 @@ class _Loop:
     self.evaluator = evaluate.Evaluator(self.model, self.mesh, self.factory.param_shardings,
                                         self.vocab, self.reward, eval_cfg,
                                         source_len=data_cfg.max_source_len)
-    self.ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints"),
-                                           max_to_keep=2)
-    self.best_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_best"),
-                                                max_to_keep=1)
-    self.bc_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_bc"),
-                                              max_to_keep=1)
-    # The policy that sampled the latest Grow step, to regrow a shard found damaged later.
-    self.grow_ckpt = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints_grow"),
-                                                max_to_keep=1)
-    self.results = report.ResultsLog(self.workdir) if _is_chief() else None
-    self.tb = report.TensorBoardWriter(os.path.join(self.workdir, "tensorboard")) \
-        if _is_chief() else None
-    self.fingerprint = {"model": dataclasses.asdict(self.model.config), "task": data_cfg.task,
-                        "lengths": list(self.lengths)}
+    self.reporter = run_report.PhaseReporter(
+        self.workdir, self.evaluator, eval_cfg, reward,
+        {"validation": self.validation, **self.tests}, self.es_subset, seed,
+        self._reasoning_evaluator)
+    fingerprint = {"model": dataclasses.asdict(self.model.config), "task": data_cfg.task,
+                   "lengths": list(self.lengths)}
     # What the BC phase trains with; a workdir whose BC has started must keep it (checked on
     # resume), as its checkpoints and results would otherwise mix two BC configurations.
-    self.bc_settings = json.loads(json.dumps({
+    bc_settings = json.loads(json.dumps({
         "train": dataclasses.asdict(bc_cfg), "loss": repr(bc_loss_config),
         "selection_metric": bc_selection_metric,
         # The policy's folder name, not its path: a workdir may resume on another machine.
         "init_policy": init_dir and os.path.basename(os.path.normpath(init_dir)),
         "init_policy_mode": init_policy_mode, "bc_extra_splits": list(data_cfg.bc_extra_splits),
         "bc_train_repeats": data_cfg.bc_train_repeats}, default=str))
-    self._grown_cache: dict[int, grown_data.GrownRecords] = {}
+    self.checkpoints = run_checkpoints.RunCheckpoints(
+        self.workdir, [p.name for p in phases], fingerprint, bc_settings)
+    self.grown_cache: dict[int, grown_data.GrownRecords] = {}  # rest_jax.phases.grown
+    self.grow_sampler = None  # Grow's compiled sampler, built on first use.
+    self.bc_params = None
     self._txs: dict[Any, Any] = {}
     self._steps: dict[Any, Any] = {}
-    self._bc_params = None
     self._best_in_memory = None
-    self._sampler = None
-    self._reasoning_evaluator = None  # EvalConfig.pass_at_k's sampler, built on first use.
     self.total_steps = 0
 
   def close(self):
-    for c in (self.ckpt, self.best_ckpt, self.bc_ckpt, self.grow_ckpt):
-      c.close()
-    if self.tb is not None:
-      self.tb.close()
-
-  # --------------------------------------------------------------------------- resume
-  def _resume_point(self):
-    """(phase index, params or None, mid-phase meta or None)."""
-    self.total_steps = 0
-    step = self.ckpt.latest_step()
-    if step is None:
-      return 0, None, None
-    meta = self.ckpt.restore_meta(step)
-    index = meta["phase_index"]
-    names = [p.name for p in self.phases]
-    done = meta.get("phases", [])[:index]
-    if meta.get("fingerprint") != self.fingerprint or done != names[:index]:
-      raise checkpointing.CheckpointError(
-          f"The checkpoints in {self.workdir} belong to a different experiment: it completed "
-          f"phases {done} with {meta.get('fingerprint')}, but this configuration plans "
-          f"{names[:index]} with {self.fingerprint}. A run may only change phases it has not "
-          "started; use a new --workdir otherwise.")
-    saved_bc = meta.get("bc_settings")
-    if saved_bc is not None and saved_bc != self.bc_settings:
-      changed = sorted(k for k in self.bc_settings if saved_bc.get(k) != self.bc_settings[k])
-      raise checkpointing.CheckpointError(
-          f"The checkpoints in {self.workdir} were made with another BC configuration "
-          f"({', '.join(f'{k}: {saved_bc.get(k)} -> {self.bc_settings[k]}' for k in changed)}); "
-          "a started BC phase cannot change. Restore those settings, or use a new --workdir "
-          "(rest_loop.run.init_policy can start it from this workdir's BC policy).")
-    self.total_steps = meta["total_steps"]
-    if meta["kind"] == "policy":
-      params, _ = self.ckpt.restore(self._abstract_params(), step)
-      return index, params, None
-    return index, None, meta
-
-  def _abstract_params(self):
-    return self.factory.abstract_state(self._tx(self.bc_cfg.optimizer))[0].params
+    self.checkpoints.close()
+    self.reporter.close()
 
   # ------------------------------------------------------------------------------ run
   def run(self, stop_after_phase, on_start=None):
@@ -506,14 +296,16 @@ class _Loop:
       try:
         return self._run_phases(stop_after_phase)
       except checkpointing.UnreadableCheckpointError as e:
-        if e.directory != self.ckpt.directory:
+        moved = self.checkpoints.set_aside_if_resume_point(e)
+        if moved is None:
           raise
-        moved = self.ckpt.set_aside(e.step)
         logger.warning("Checkpoint %s/%d is unreadable (%s); set aside as %s, resuming from the "
                        "newest readable checkpoint.", e.directory, e.step, e.reason, moved)
 
   def _run_phases(self, stop_after_phase):
-    index, params, mid_meta = self._resume_point()
+    self.total_steps = 0
+    index, params, mid_meta, self.total_steps = self.checkpoints.resume_point(
+        self.abstract_params())
     if self._on_start is not None:  # Once: the configuration fits this workdir.
       self._on_start()
       self._on_start = None
@@ -526,38 +318,35 @@ class _Loop:
       phase = self.phases[index]
       if skip_rest_of_grow == phase.grow_step and phase.kind == "improve":
         logger.info("Skipping %s: an earlier round of Grow step %d kept no data.", phase.name,
-                     phase.grow_step)
+                    phase.grow_step)
       elif phase.kind == "bc":
-        params = self._run_bc(index, mid_meta)
+        params = phases_lib.run_bc(self, index, mid_meta)
       elif phase.kind == "grow":
-        self._run_grow(phase, params)
+        phases_lib.run_grow(self, phase, params)
       elif phase.kind == "value":
-        params = self._run_value(index, phase, params, mid_meta)
+        params = phases_lib.run_value(self, index, phase, params, mid_meta)
       elif phase.kind == "online":
-        params = self._run_online(index, phase, params, mid_meta)
+        params = phases_lib.run_online(self, index, phase, params, mid_meta)
       else:
-        params, stopped = self._run_improve(index, phase, params, mid_meta)
+        params, stopped = phases_lib.run_improve(self, index, phase, params, mid_meta)
         if stopped:
           skip_rest_of_grow = phase.grow_step
       mid_meta = None
       index += 1
       if phase.kind != "grow":
-        self._save_policy(index, params)
+        self.checkpoints.save_policy(index, params, self.total_steps)
       if phase.name == stop_after_phase:
         break
       if index < len(self.phases) and preemption.stop_requested():
         raise preemption.Preempted(f"Stopped before phase {self.phases[index].name} "
                                    "(checkpointed).")
-    return self._finish()
+    return self.reporter.finish()
 
-  def _save_policy(self, index, params):
-    meta = {"kind": "policy", "phase_index": index, "total_steps": self.total_steps,
-            "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases],
-            "bc_settings": self.bc_settings}
-    self.ckpt.save(index * PHASE_STRIDE, params, meta)
+  # ------------------------------------------------------------- what the phases share
+  def abstract_params(self):
+    return self.factory.abstract_state(self.tx(self.bc_cfg.optimizer))[0].params
 
-  # ---------------------------------------------------------------------- training phase
-  def _tx(self, optimizer_config: configs.OptimizerConfig, duals: bool = False):
+  def tx(self, optimizer_config: configs.OptimizerConfig, duals: bool = False):
     """The phase's optimizer; losses with dual variables give them their own Adam."""
     if (optimizer_config, duals) not in self._txs:
       tx = optim.make_optimizer(optimizer_config)
@@ -579,15 +368,16 @@ class _Loop:
                                                trust_region_sync_every=trust)
     return self._steps[key]
 
-  def _train(self, index, phase, make_state, tx, spec, loss_cfg, data, cfg, mid_meta,
-             start_score, evaluate_fn, wrap_step=None):
-    """Trains one phase from `make_state()` or, resuming, from its mid-phase checkpoint."""
-    progress = improve.PhaseProgress()
+  def train(self, index, phase, make_state, tx, spec, loss_cfg, data, cfg, mid_meta,
+            start_score, evaluate_fn, wrap_step=None):
+    """Trains one phase (`train.train_phase`) from `make_state()` or, resuming, from its
+    mid-phase checkpoint; returns (best params, progress)."""
+    progress = train.PhaseProgress()
     if mid_meta is not None:
       abstract, shardings = self.factory.abstract_state(tx, spec.init_params(loss_cfg),
                                                         tuple(mid_meta["frozen"]))
-      state, _ = self.ckpt.restore(abstract)
-      progress = improve.PhaseProgress.from_json(mid_meta["progress"])
+      state, _ = self.checkpoints.latest.restore(abstract)
+      progress = train.PhaseProgress.from_json(mid_meta["progress"])
     else:
       state, shardings = make_state()
     step_fn = self._step_fn(phase, spec, loss_cfg, tx, shardings, cfg.dropout)
@@ -598,71 +388,36 @@ class _Loop:
 
     def save_state(st, prog):
       self.total_steps = start_total + prog.step
-      meta = {"kind": "state", "phase_index": index, "progress": prog.to_json(),
-              "frozen": list(frozen), "total_steps": self.total_steps,
-              "fingerprint": self.fingerprint, "phases": [p.name for p in self.phases],
-              "bc_settings": self.bc_settings}
-      self.ckpt.save(index * PHASE_STRIDE + prog.step, st, meta)
+      self.checkpoints.save_state(index, st, prog.to_json(), frozen, self.total_steps)
 
     def save_best(params, prog):
       self._best_in_memory = jax.tree_util.tree_map(jnp.copy, params)
-      self.best_ckpt.save(index * PHASE_STRIDE + prog.best_step, params,
-                          {"phase_index": index, "score": prog.best_score,
-                           "fingerprint": self.fingerprint})
+      self.checkpoints.save_best(index, prog.best_step, params, prog.best_score)
 
     def load_best():
       if self._best_in_memory is not None:
         return self._best_in_memory
-      step = self.best_ckpt.latest_step()
-      meta = self.best_ckpt.restore_meta(step)
-      if meta["phase_index"] != index:
-        raise checkpointing.CheckpointError(f"Best-params checkpoint belongs to phase "
-                                            f"{meta['phase_index']}, expected {index}.")
-      return self.best_ckpt.restore(self._abstract_params(), step)[0]
-
-    def log_metrics(metrics, step):
-      if self.tb is not None:
-        self.tb.scalars(metrics, start_total + step, prefix=f"train/{phase.name}/")
+      return self.checkpoints.load_best(index, self.abstract_params())
 
     self._best_in_memory = None
-    hooks = improve.PhaseHooks(evaluate=evaluate_fn, save_state=save_state, save_best=save_best,
-                               load_best=load_best, log_metrics=log_metrics)
+    hooks = train.PhaseHooks(
+        evaluate=evaluate_fn, save_state=save_state, save_best=save_best, load_best=load_best,
+        log_metrics=lambda m, step: self.reporter.train_metrics(m, start_total + step,
+                                                                phase.name))
     rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), index)
-    state, best, progress = improve.train_phase(phase.name, state, step_fn, data, cfg, self.mesh,
-                                                hooks, progress, rng, self.lengths, start_score)
+    state, best, progress = train.train_phase(phase.name, state, step_fn, data, cfg, self.mesh,
+                                              hooks, progress, rng, self.lengths, start_score)
     self.total_steps = start_total + progress.step
     self._best_in_memory = None
     return best, progress
 
-  def _validation_score(self, params, metric: str = "mean_reward") -> float:
+  def validation_score(self, params, metric: str = "mean_reward") -> float:
+    """Early stopping's score: `metric` of the run's reward on the validation subset."""
     summary, _, _ = self.evaluator.evaluate(params, self.es_subset, desc="early-stopping eval")
     return summary[metric]
 
-  def _run_bc(self, index, mid_meta):
-    phase = self.phases[index]
-    if self.init_dir is not None and self.init_policy_mode == "load":
-      return self._load_init_policy(phase)
-    spec = loss_registry.get_loss("bc")
-    tx = self._tx(self.bc_cfg.optimizer)
-    make_state = lambda: self.factory.create(jax.random.PRNGKey(self.seed), tx)
-    if self.init_dir is not None:  # Fine-tune: the saved parameters, a fresh optimizer.
-      make_state = lambda: self.factory.start_phase(
-          checkpointing.restore_params(self.init_dir, self._init_step, self._abstract_params()),
-          jnp.zeros((), jnp.int32), tx)
-    data = self._bc_data
-    params, progress = self._train(index, phase, make_state, tx, spec, self.bc_loss_config, data,
-                                   self.bc_cfg, mid_meta, None,
-                                   lambda p: self._validation_score(p, self.bc_selection_metric))
-    self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
-                                  "fingerprint": self.fingerprint,
-                                  "init_policy": self.init_dir})
-    self._bc_params = params
-    self._report(phase, params, progress, {"loss": "bc", "num_grown": 0,
-                                           "num_kept": len(data)})
-    return params
-
   @functools.cached_property
-  def _bc_data(self) -> batching.SequenceData:
+  def bc_data(self) -> batching.SequenceData:
     """BC's training pairs: the train split (repeated) and any extra splits; built once, for BC
     and for every Improve round that mixes them in (mix_bc_data)."""
     examples = list(self.train_examples) * self.data_cfg.bc_train_repeats
@@ -670,284 +425,22 @@ class _Loop:
       examples += self._load_split(split, None)
     return batching.SequenceData([ex.inputs for ex in examples], [ex.targets for ex in examples])
 
-  def _load_init_policy(self, phase):
-    """The BC phase of a run that starts from a saved policy: load, record, evaluate."""
-    params = checkpointing.restore_params(self.init_dir, self._init_step,
-                                          self._abstract_params())
-    logging.info("BC phase: starting from the saved policy %s/%d", self.init_dir,
-                 self._init_step)
-    progress = improve.PhaseProgress()
-    progress.best_score = self._validation_score(params, self.bc_selection_metric)
-    progress.best_step = 0
-    self.bc_ckpt.save(0, params, {"best_score": progress.best_score,
-                                  "fingerprint": self.fingerprint, "init_policy": self.init_dir})
-    self._bc_params = params
-    self._report(phase, params, progress, {"loss": "pretrained", "num_grown": 0,
-                                           "num_kept": 0})
-    return params
+  def bc_policy(self):
+    if self.bc_params is None:
+      self.bc_params = self.checkpoints.load_bc(self.abstract_params())
+    return self.bc_params
 
-  def _bc_policy(self):
-    if self._bc_params is None:
-      self._bc_params = self.bc_ckpt.restore(self._abstract_params())[0]
-    return self._bc_params
-
-  def _run_value(self, index, phase, params, mid_meta):
-    spec = loss_registry.get_loss("value_pretrain")
-    records = self._grown(phase.grow_step)
-    data = improve.records_to_data(records)
-    cfg = self.improve_cfg.train.replace(max_steps=self.improve_cfg.value_pretrain_steps,
-                                         eval_every=self.improve_cfg.value_pretrain_steps,
-                                         patience=0)
-    tx = self._tx(cfg.optimizer)
-    make_state = lambda: self.factory.start_phase(
-        params, jnp.asarray(self.total_steps, jnp.int32), tx)
-    best, _ = self._train(index, phase, make_state, tx, spec,
-                          self.improve_cfg.value_pretrain_config(), data, cfg, mid_meta, None,
-                          None)
-    return best
-
-  def _run_improve(self, index, phase, params, mid_meta):
-    g, i = phase.grow_step, phase.round
-    cfg_i = self.improve_cfg
-    records = self._grown(g)
-    data, fres = improve.round_data(records, cfg_i.filter_of(i), cfg_i.original_data)
-    if data is None:
-      message = filters.describe_empty(fres, i)
-      logger.warning("%s", message)
-      if _is_chief():
-        print(f"[{phase.name}] {message}")
-      return params, cfg_i.on_empty == "stop"
-    if cfg_i.mix_bc_data:
-      data = batching.concat_inputs_targets(data, self._bc_data)
-      logging.info("%s: %d kept samples + %d BC examples (mix_bc_data)", phase.name,
-                   fres.num_kept, len(data) - fres.num_kept)
-    if i == 0 and cfg_i.restart_from == "bc":
-      params = self._bc_policy()
-    loss_name = cfg_i.loss_of(i)
-    spec, loss_cfg = loss_registry.get_loss(loss_name), cfg_i.loss_config(loss_name)
-    tx = self._tx(cfg_i.train.optimizer, duals=bool(spec.init_params(loss_cfg)))
-    frozen = {}
-    if spec.requires & {"bc_logits", "bc_token_logprobs"}:
-      frozen["bc_params"] = self._bc_policy()
-    if "lagged_token_logprobs" in spec.requires:
-      frozen["lagged_params"] = params
-    if "prev_logits" in spec.requires:
-      frozen["prev_params"] = params
-    make_state = lambda: self.factory.start_phase(
-        params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg),
-        frozen, lr_scale=cfg_i.lr_scale(g, i))
-    start_score = None if mid_meta is not None else self._validation_score(params)
-    best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg, data,
-                                 cfg_i.train, mid_meta, start_score, self._validation_score)
-    samples, reward_calls = grow_lib.sample_counts(self.grow_cfg, len(self.grow_pool))
-    self._report(phase, best, progress, {
-        "loss": loss_name, "num_grown": int((~records.is_original).sum()),
-        "num_kept": int(fres.num_kept), "threshold": fres.threshold_description,
-        "num_trained": len(data),  # num_kept, plus BC's examples under mix_bc_data.
-        # Up to this Grow step, for comparisons with online RL per sample / reward call.
-        "samples_drawn": g * samples, "reward_calls": g * reward_calls})
-    return best, False
-
-  def _run_online(self, index, phase, params, mid_meta):
-    """On-policy RL from the BC policy (`rest_jax.online`) on the sources Grow samples from
-    (`DataConfig.grow_split`); reported as `online_<loss>`."""
-    cfg = self.online_cfg
-    spec, loss_cfg = cfg.spec, cfg.loss_config()
-    tx = self._tx(cfg.train.optimizer, duals=bool(spec.init_params(loss_cfg)))
-    frozen = {"bc_params": self._bc_policy()} if "bc_logits" in spec.requires else {}
-    make_state = lambda: self.factory.start_phase(
-        params, jnp.asarray(self.total_steps, jnp.int32), tx, spec.init_params(loss_cfg), frozen)
-    curve = online_lib.OnlineCurve(self.workdir, 0 if mid_meta is None else
-                                   mid_meta["progress"]["step"], write=_is_chief())
-    start_score = None
-    if mid_meta is None:  # The BC policy is the curve's first point and a best candidate.
-      start_score = curve.record(0, cfg.samples_per_step, self._validation_score(params))
-    sampler = sampling.make_sampler(self.model, cfg.sampling_config(), self.mesh,
-                                    self.factory.param_shardings)
-    old_policy = online_lib.make_old_policy_fn(self.model, self.mesh,
-                                               self.factory.param_shardings)
-    steps = []
-
-    def wrap(update):
-      steps.append(online_lib.OnlineStep(cfg, update, sampler, old_policy, self.reward,
-                                         self.grow_pool, self.vocab, self.mesh,
-                                         clock=curve.wall_s))
-      return steps[-1]
-
-    evaluate_fn = lambda p: curve.record(steps[-1].steps_done, cfg.samples_per_step,
-                                         self._validation_score(p))
-    best, progress = self._train(index, phase, make_state, tx, spec, loss_cfg,
-                                 online_lib.source_data(self.grow_pool), cfg.train,
-                                 mid_meta, start_score, evaluate_fn, wrap_step=wrap)
-    samples = progress.step * cfg.samples_per_step
-    self._report(phase, best, progress, {
-        "loss": cfg.loss, "num_grown": samples, "samples_drawn": samples,
-        "reward_calls": samples, "online_steps": progress.step, "wall_s": curve.wall_s()})
-    return best
-
-  # ------------------------------------------------------------------------------ grow
-  def _grown(self, g):
-    if g not in self._grown_cache:
-      store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
-      try:
-        records = store.read_all()
-      except grown_data.UnreadableShardsError as e:
-        self._regrow(g, store, e)
-        records = store.read_all()
-      self._grown_cache = {g: records}
-    return self._grown_cache[g]
-
-  def _regrow(self, g, store, error):
-    """Sets damaged shards aside and samples them again with Grow step g's saved policy."""
-    if g not in self.grow_ckpt.all_steps():
-      raise checkpointing.CheckpointError(
-          f"{error} Grow step {g}'s policy is not in {self.grow_ckpt.directory} (only the "
-          f"latest Grow step's is kept), so they cannot be regrown here; delete "
-          f"{store.directory} and its later phases' checkpoints to redo it.") from error
-    for path, reason in error.shards:
-      target = store.set_aside(path) if _is_chief() else path + grown_data.UNREADABLE_SUFFIX
-      logger.warning("Grown shard %s is unreadable (%s); set aside as %s and regrown.", path,
-                     reason, target)
-    sharding_lib.barrier(f"grow{g}_set_aside")
-    params, meta = self.grow_ckpt.restore(self._abstract_params(), g)
-    self._grow_shards(g, params, meta["policy_step"])
-
-  def _run_grow(self, phase, params):
-    g = phase.grow_step
-    self.grow_ckpt.save(g, params, {"grow_step": g, "policy_step": self.total_steps,
-                                    "fingerprint": self.fingerprint})
-    self._grow_shards(g, params, self.total_steps)
-    records = self._grown(g)
-    samples = records.reward[~records.is_original]
-    logger.info("Grow %d: %d samples, mean reward %.3f.", g, len(samples), samples.mean())
-    if _is_chief():
-      self._plot_histograms()
-
-  def _grow_shards(self, g, params, policy_step):
-    """Writes every missing shard of Grow step g."""
-    if self._sampler is None:
-      self._sampler = sampling.make_sampler(self.model, self.grow_cfg.sampling_config(),
-                                            self.mesh, self.factory.param_shardings)
-    store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
-    grow_lib.grow(g, params, policy_step, self.grow_examples, self._sampler, self.vocab,
-                  self.reward, store, self.grow_cfg, self.mesh, self.data_cfg.max_source_len,
-                  num_global_sources=len(self.grow_pool),
-                  settings={"task": self.data_cfg.task, "reward": str(self.reward.name)})
-    self._grown_cache.pop(g, None)
-
-  # --------------------------------------------------------------------------- reports
-  def _report(self, phase, params, progress, fields):
-    if phase.kind == "bc":
-      run_name = "G0I0"
-    elif phase.kind == "online":
-      run_name = f"online_{fields['loss']}"
-    else:
-      run_name = phase.run_name
-    rows = []
-    for split, examples in [("validation", self.validation), *self.tests.items()]:
-      summary, hyps, _ = self.evaluator.evaluate(params, examples, desc=f"{run_name} {split}",
-                                                 reward=self.report_reward)
-      row = dict(summary, run=run_name, grow_step=phase.grow_step,
-                 improve_step=max(phase.round, 0), split=split, **fields)
-      row.setdefault("threshold", "")
-      if phase.kind == "online":  # Not a (Grow, Improve) point: listed after those, by name.
-        del row["grow_step"], row["improve_step"]
-      row["best_step"] = progress.best_step
-      row["early_stopping_reward"] = progress.best_score
-      if self.eval_cfg.reward is not None:  # The reward column is not the run's reward.
-        row["eval_reward"] = self.eval_cfg.reward
-      if split == "validation" and self.eval_cfg.best_of_n:
-        row["best_of_n"] = {str(n): r for n, r in self.evaluator.best_of_n(
-            params, self.es_subset, jax.random.PRNGKey(self.seed), reward=self.report_reward)}
-      if self.eval_cfg.pass_at_k:
-        row.update(self._reasoning_metrics(params, examples))
-      rows.append(row)
-      if _is_chief():
-        _write_samples(self.workdir, run_name, split, examples, hyps)
-    if _is_chief():
-      for row in rows:
-        self.results.record(row)
-        if self.tb is not None:
-          self.tb.scalars({k: v for k, v in row.items() if isinstance(v, (int, float))},
-                          self.phases.index(phase), prefix=f"eval/{row['split']}/")
-      self._write_reports()
-      for warning in ([] if self._exact_reward() else report.hacking_warnings(self.results.rows)):
-        if warning.run == run_name:
-          logger.warning("Reward-hacking check: %s", warning.message)
-
-  def _reasoning_metrics(self, params, examples):
-    """pass@k and maj@k of one split (EvalConfig.pass_at_k); the same key for every policy."""
+  def _reasoning_evaluator(self, verifier):
+    """EvalConfig.pass_at_k's sampler and scorer (the reporter builds it on first use)."""
     from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
-    if self._reasoning_evaluator is None:
-      cfg = self.eval_cfg
-      from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
-      reranker = (None if cfg.pass_at_k_reranker is None
-                  else registry.reward_from_spec(cfg.pass_at_k_reranker))
-      self._reasoning_evaluator = reasoning_eval.ReasoningEvaluator(
-          self.model, self.mesh, self.factory.param_shardings, self.vocab, self.report_reward,
-          reasoning_eval.ReasoningEvalConfig(
-              ks=tuple(cfg.pass_at_k), num_samples=cfg.pass_at_k_samples,
-              temperature=cfg.pass_at_k_temperature, max_decode_len=cfg.max_decode_len,
-              batch_size=cfg.batch_size),
-          source_len=self.data_cfg.max_source_len, selector=reranker)
-    return self._reasoning_evaluator.evaluate(params, examples,
-                                              jax.random.PRNGKey(self.seed + 1))
-
-  def _write_reports(self):
-    rows = self.results.rows
-    report.write_markdown(self.workdir, rows, self._exact_reward())
-    if any(r.get("split") == "validation" for r in rows):  # None if its line was garbled.
-      report.plot_reward_per_step(rows, os.path.join(self.workdir, "reward_per_step.png"))
-      report.plot_reward_vs_chrf(rows, os.path.join(self.workdir, "reward_vs_chrf.png"))
-    curves = {r["run"]: sorted((int(n), v) for n, v in r["best_of_n"].items())
-              for r in rows if r.get("split") == "validation" and r.get("best_of_n")}
-    if curves:
-      report.plot_best_of_n(curves, os.path.join(self.workdir, "best_of_n.png"))
-    if self.eval_cfg.pass_at_k:
-      from rest_jax import reasoning_eval  # pylint: disable=g-import-not-at-top
-      reasoning_eval.write_reports(rows, self.workdir)
-
-  def _plot_histograms(self):
-    rewards, thresholds = {}, {}
-    taus = [s.tau for s in filters.make_schedule(list(self.improve_cfg.filter_schedule)).rounds
-            if isinstance(s, filters.Threshold)]
-    for g in range(1, max(p.grow_step for p in self.phases) + 1):
-      store = grown_data.GrowStore(os.path.join(self.workdir, "grown"), g)
-      if not store.shard_files():
-        continue
-      try:
-        records = self._grown(g) if g in self._grown_cache else store.read_all()
-      except grown_data.UnreadableShardsError as e:  # An earlier step's: regrown if re-run.
-        logger.warning("Reward histogram without Grow step %d: %s", g, e)
-        continue
-      rewards[g] = records.reward[~records.is_original]
-      thresholds[g] = taus
-    report.plot_reward_histograms(rewards, thresholds,
-                                  os.path.join(self.workdir, "reward_histograms.png"))
-
-  def _finish(self):
-    if not _is_chief():
-      return []
-    rows = self.results.rows
-    self._write_reports()
-    for split in report.splits_of(rows):
-      print(f"{split}:\n{report.markdown_table(rows, split)}")
-    print(report.hacking_section(rows, self._exact_reward()))
-    return rows
-
-  def _exact_reward(self) -> str | None:
-    """The reported reward's name when it is an exact verifier (the hacking check does not
-    apply)."""
-    reward = self.report_reward
-    return getattr(reward, "name", "reward") if getattr(reward, "exact", False) else None
-
-
-def _write_samples(workdir: str, run_name: str, split: str, examples: Sequence[Any],
-                   hyps: Sequence[str], limit: int = 200) -> None:
-  """Writes the first translations of a split next to the results, for inspection."""
-  path = report.samples_path(workdir, run_name, split)
-  fileio.makedirs(os.path.dirname(path))
-  lines = [json.dumps({"source_id": ex.source_id, "source": ex.source, "reference": ex.reference,
-                       "hypothesis": hyp}, ensure_ascii=False)
-           for ex, hyp in list(zip(examples, hyps))[:limit]]
-  fileio.write_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
+    cfg = self.eval_cfg
+    reranker = (None if cfg.pass_at_k_reranker is None
+                else registry.reward_from_spec(cfg.pass_at_k_reranker))
+    return reasoning_eval.ReasoningEvaluator(
+        self.model, self.mesh, self.factory.param_shardings, self.vocab, verifier,
+        reasoning_eval.ReasoningEvalConfig(
+            ks=tuple(cfg.pass_at_k), num_samples=cfg.pass_at_k_samples,
+            temperature=cfg.pass_at_k_temperature, max_decode_len=cfg.max_decode_len,
+            batch_size=cfg.batch_size),
+        source_len=self.data_cfg.max_source_len, selector=reranker)

@@ -361,7 +361,7 @@ def _run_arguments() -> dict[str, Any]:
 def check_point(point: Point, search_paths: Sequence[str]) -> PointConfig:
   """Parses the point's gin config (not finalized) and builds its configs; raises SweepError."""
   import gin
-  from rest_jax import main, rest_loop
+  from rest_jax import main, phases as phases_lib
   from rest_jax.models import model_config
   gin.clear_config()
   try:
@@ -372,7 +372,7 @@ def check_point(point: Point, search_paths: Sequence[str]) -> PointConfig:
     grow_steps = args["num_grow_steps"]
     if not isinstance(grow_steps, int) or grow_steps < 0:
       raise ValueError(f"run.num_grow_steps={grow_steps!r} is invalid: expected an integer >= 0.")
-    phases = [p.name for p in rest_loop.run_phases(grow_steps, args["improve_config"],
+    phases = [p.name for p in phases_lib.run_phases(grow_steps, args["improve_config"],
                                                       args["online"])]
     stop = args["stop_after_phase"]
     if stop is not None and stop not in phases:

@@ -21,7 +21,7 @@ import gin
 import pytest
 from absl import flags as absl_flags
 
-from rest_jax import checkpointing, evaluate_policy, improve, main
+from rest_jax import checkpointing, evaluate_policy, main, train
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +188,7 @@ ROWS = [
                      "--gin.bc/OptimizerConfig.warmup_steps=0",
                      "--gin.bc/TrainPhaseConfig.max_steps=12",
                      "--gin.bc/TrainPhaseConfig.eval_every=12",
-                     "--gin.bc/TrainPhaseConfig.log_every=1"], improve.NonFiniteLossError,
+                     "--gin.bc/TrainPhaseConfig.log_every=1"], train.NonFiniteLossError,
         r"bc: the training loss is (nan|inf) at step \d+; this state is not saved"),
     # A TSV line, through `python -m rest_jax.evaluate_policy` (one `error:` line, status 1).
     Row("TSV line", ["--policy={finished}", "--tsv={tmp}/news.tsv", "--output_dir={tmp}/eval"],

@@ -11,14 +11,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rest_jax import improve, rest_loop
+from rest_jax import improve, rest_loop, train
 from rest_jax.losses import base as loss_base
 from rest_jax.losses import bvmpo
 from rest_jax.losses import registry as loss_registry
 
 
 def test_bvmpo_anneals_to_its_end_value_by_the_end_of_a_default_round():
-  config = rest_loop.ImproveConfig(losses=("bvmpo",))
+  config = improve.ImproveConfig(losses=("bvmpo",))
   max_steps = config.train.max_steps
   loss_config = config.loss_config("bvmpo")
   assert loss_config.anneal_steps == max_steps
@@ -32,26 +32,26 @@ def test_bvmpo_anneals_to_its_end_value_by_the_end_of_a_default_round():
 
 
 def test_value_pretraining_uses_the_rounds_gamma_and_overrides():
-  config = rest_loop.ImproveConfig(
+  config = improve.ImproveConfig(
       losses=("oac",), loss_overrides={"oac": {"gamma": 0.9},
                                        "value_pretrain": {"value_coef": 2.0}})
   pretrain = config.value_pretrain_config()
   assert (pretrain.gamma, pretrain.value_coef) == (0.9, 2.0)
-  assert rest_loop.ImproveConfig(losses=("bc",)).value_pretrain_config().gamma == 1.0
+  assert improve.ImproveConfig(losses=("bc",)).value_pretrain_config().gamma == 1.0
 
 
 def test_rounds_with_different_critic_gammas_are_refused():
   with pytest.raises(ValueError, match=r"one critic .*gamma differ: \{'bvmpo': 1.0, 'oac': 0.9\}"):
-    rest_loop.ImproveConfig(filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"),
+    improve.ImproveConfig(filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"),
                             losses=("bvmpo", "oac"), loss_overrides={"oac": {"gamma": 0.9}})
   with pytest.raises(ValueError, match=r"'oac': 1.0, 'value_pretrain': 0.5"):
-    rest_loop.ImproveConfig(losses=("oac",), loss_overrides={"value_pretrain": {"gamma": 0.5}})
+    improve.ImproveConfig(losses=("oac",), loss_overrides={"value_pretrain": {"gamma": 0.5}})
 
 
 @pytest.mark.parametrize("scope, expected", [("grow_step", [1.0, 0.5, 1.0, 0.5]),
                                              ("run", [1.0, 0.5, 0.25, 0.125])])
 def test_learning_rate_decay_scope(scope, expected):
-  config = rest_loop.ImproveConfig(filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"),
+  config = improve.ImproveConfig(filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"),
                                    lr_decay_over=scope)
   scales = [config.lr_scale(g, i) for g in (1, 2) for i in (0, 1)]
   np.testing.assert_allclose(scales, expected)
@@ -66,18 +66,18 @@ def test_learning_rate_decay_scope(scope, expected):
 ])
 def test_bad_improve_fields_name_the_field(field, value, message):
   with pytest.raises(ValueError, match=message):
-    rest_loop.ImproveConfig(**{field: value})
+    improve.ImproveConfig(**{field: value})
 
 
 def test_trust_region_refresh_is_on_by_default():
-  assert rest_loop.ImproveConfig().trust_region_sync_every == 100
+  assert improve.ImproveConfig().trust_region_sync_every == 100
 
 
 def test_filtering_references_under_a_reference_based_reward_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"original_data='filter' with the reference-based "
                      r"reward 'chrf': each human reference would be scored against itself"):
     rest_loop.run(str(tmp_path / "run"), model_preset="toy", reward="chrf",
-                  improve_config=rest_loop.ImproveConfig(original_data="filter"))
+                  improve_config=improve.ImproveConfig(original_data="filter"))
   assert not (tmp_path / "run").exists()
 
 
@@ -88,19 +88,19 @@ def test_losses_reading_behaviour_logprobs_need_originals_dropped(monkeypatch):
   monkeypatch.setitem(loss_registry._LOSSES, spec.name, spec)
   with pytest.raises(ValueError, match=r"original_data='keep' with loss\(es\) "
                      r"\['needs_behaviour'\], which read behaviour log-probs.*'drop'"):
-    rest_loop.ImproveConfig(losses=("needs_behaviour",))
-  rest_loop.ImproveConfig(losses=("needs_behaviour",), original_data="drop")
+    improve.ImproveConfig(losses=("needs_behaviour",))
+  improve.ImproveConfig(losses=("needs_behaviour",), original_data="drop")
 
 
 def test_toy_defaults_are_named_as_such():
-  for cls, paper in ((rest_loop.ImproveConfig, "5 (IWSLT)"), (rest_loop.DataConfig, "128"),
-                     (improve.TrainPhaseConfig, "validation reward improves")):
+  for cls, paper in ((improve.ImproveConfig, "5 (IWSLT)"), (rest_loop.DataConfig, "128"),
+                     (train.TrainPhaseConfig, "validation reward improves")):
     assert "Toy default" in cls.__doc__ and paper in cls.__doc__, cls.__name__
 
 
 def test_mixing_bc_data_needs_the_bc_loss():
-  assert rest_loop.ImproveConfig(mix_bc_data=True).mix_bc_data  # default losses=('bc',)
+  assert improve.ImproveConfig(mix_bc_data=True).mix_bc_data  # default losses=('bc',)
   with pytest.raises(ValueError, match=r"mix_bc_data=True with losses \('bc', 'gold_s'\).*"
                                        r"allowed: losses=\('bc',\)"):
-    rest_loop.ImproveConfig(mix_bc_data=True, losses=("bc", "gold_s"),
+    improve.ImproveConfig(mix_bc_data=True, losses=("bc", "gold_s"),
                             filter_schedule=("threshold:tau=0.0", "threshold:tau=0.5"))

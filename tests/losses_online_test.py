@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rest_jax import online, rest_loop
+from rest_jax import improve, online
 from rest_jax.losses import LossInputs, ppo, reinforce, registry, sequence_math
 
 V = 3  # Tokens of the toy problem; a sequence is two tokens (y1, y2), all sequences equal length.
@@ -250,11 +250,11 @@ def test_bad_config_names_the_field_and_the_allowed_values():
   with pytest.raises(ValueError, match=r"ReinforceConfig.baseline='mean'.*leave_one_out"):
     registry.make_config("reinforce", baseline="mean")
   with pytest.raises(ValueError, match=r"ImproveConfig.losses=\('ppo',\).*on-policy"):
-    rest_loop.ImproveConfig(losses=("ppo",))
+    improve.ImproveConfig(losses=("ppo",))
   with pytest.raises(ValueError, match="OnlineConfig.temperature=0.0"):
     online.OnlineConfig(temperature=0.0)
   with pytest.raises(ValueError, match="OnlineConfig.minibatches=3 must divide"):
     online.OnlineConfig(minibatches=3)
   with pytest.raises(ValueError, match="divisible by the 8 data-parallel"):
     online.OnlineConfig(num_samples=3, minibatches=2,
-                        train=online.improve.TrainPhaseConfig(batch_size=4)).check_layout(8)
+                        train=online.train_lib.TrainPhaseConfig(batch_size=4)).check_layout(8)

@@ -7,7 +7,7 @@ import gin
 import pytest
 
 from rest_jax import grow as grow_lib
-from rest_jax import improve, main, online, pretrained_policies
+from rest_jax import main, online, pretrained_policies, train
 from rest_jax import rest_loop  # noqa: F401  (registers the configurables)
 
 class _Killed(Exception):
@@ -65,17 +65,17 @@ def test_tiny_online_run_resumes_mid_phase(tmp_path, monkeypatch):
     finally:
       gin.clear_config()
 
-  original = improve._evaluate_and_checkpoint
+  original = train._evaluate_and_checkpoint
 
   def evaluate_then_crash(state, config, hooks, progress):
     original(state, config, hooks, progress)
     if config.batch_size == 8 and progress.step == 2:  # The online phase's first evaluation.
       raise _Killed()
 
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", evaluate_then_crash)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", evaluate_then_crash)
   with pytest.raises(_Killed):
     run()
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", original)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", original)
   rows = {(r["run"], r["split"]): r for r in run()}
   final = rows[("online_ppo", "validation")]
   assert final["samples_drawn"] == final["reward_calls"] == 4 * 8 * 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import toy_setup
-from rest_jax import batching, improve, online, optim, sampling, sharding, train
+from rest_jax import batching, online, optim, sampling, sharding, train
 from rest_jax.configs import OptimizerConfig
 from rest_jax.losses import registry as loss_registry
 from rest_jax.rewards.base import Reward
@@ -43,7 +43,7 @@ def _examples(num=16):
 
 
 def _config(loss, **changes):
-  train_cfg = improve.TrainPhaseConfig(batch_size=8, max_steps=4, eval_every=2, log_every=1,
+  train_cfg = train.TrainPhaseConfig(batch_size=8, max_steps=4, eval_every=2, log_every=1,
                                        dropout=False)
   fields = dict(loss=loss, num_samples=2, max_decode_len=8, train=train_cfg,
                 inner_epochs=2 if loss == "ppo" else 1, minibatches=2 if loss == "ppo" else 1)
@@ -123,19 +123,19 @@ def _run_phase(setup, crash_at=None, saved=None):
 
   def save_state(state, progress):
     saved["state"] = jax.tree_util.tree_map(np.copy, jax.device_get(state))
-    saved["progress"] = improve.PhaseProgress.from_json(progress.to_json())
+    saved["progress"] = train.PhaseProgress.from_json(progress.to_json())
     if progress.step == crash_at:
       raise _Interrupted()
 
-  hooks = improve.PhaseHooks(
+  hooks = train.PhaseHooks(
       evaluate=lambda params: float(np.asarray(jax.tree_util.tree_leaves(params)[0]).sum()),
       save_state=save_state, save_best=lambda p, prog: best.update(params=p),
       load_best=lambda: best["params"], log_metrics=lambda m, s: None)
-  state, progress = setup.fresh_state(), improve.PhaseProgress()
+  state, progress = setup.fresh_state(), train.PhaseProgress()
   if "state" in saved:
     state = jax.device_put(saved["state"], jax.tree_util.tree_map(lambda x: x.sharding, state))
     progress = saved["progress"]
-  state, _, _ = improve.train_phase("online", state, setup.make_step(), setup.data,
+  state, _, _ = train.train_phase("online", state, setup.make_step(), setup.data,
                                     setup.config.train, setup.mesh, hooks, progress,
                                     jax.random.PRNGKey(0), setup.lengths)
   return jax.device_get(state)

@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import pytest
 
-from rest_jax import grown_data, improve, inspect_grown, main
+from rest_jax import grown_data, improve, inspect_grown, main, train
 from rest_jax.losses import registry as loss_registry
 
 LOSSES = ["bc", "reward_weighted_nll", "gold_s", "gold_p", "bvmpo", "oac"]
@@ -122,16 +122,16 @@ def test_resume_after_interruptions_equals_uninterrupted(grown_workdir, tmp_path
   assert len(grown_data.GrowStore(str(workdir / "grown"), 1).shard_files()) == 1
   monkeypatch.setattr(grown_data.GrowStore, "write_shard", original_write)
   # 3) Crash mid-Improve, right after the first evaluation checkpoint of round 0.
-  original_eval = improve._evaluate_and_checkpoint
+  original_eval = train._evaluate_and_checkpoint
 
   def eval_then_crash(*args, **kwargs):
     original_eval(*args, **kwargs)
     raise Interrupt()
 
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", eval_then_crash)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", eval_then_crash)
   with pytest.raises(Interrupt):
     run_experiment(workdir)
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", original_eval)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", original_eval)
   # 4) Finish.
   resumed = run_experiment(workdir)
 

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from rest_jax import checkpointing, grown_data, improve
+from rest_jax import checkpointing, grown_data, train
 from rest_loop_test import _metrics, run_experiment  # The tiny e2e run and its metrics.
 
 POINTS = {(run, split) for run in ("G0I0", "G1I0", "G1I1") for split in ("validation", "test")}
@@ -83,16 +83,16 @@ def test_kill_after_a_phase_report_before_its_checkpoint_records_each_point_once
 def test_truncated_mid_phase_checkpoint_falls_back_to_the_previous_one(
     after_bc, reference, tmp_path, monkeypatch, caplog):
   workdir = shutil.copytree(after_bc, tmp_path / "w")
-  original_eval = improve._evaluate_and_checkpoint
+  original_eval = train._evaluate_and_checkpoint
 
   def eval_then_crash(*args, **kwargs):
     original_eval(*args, **kwargs)
     raise Interrupt()
 
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", eval_then_crash)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", eval_then_crash)
   with pytest.raises(Interrupt):
     run_experiment(workdir)
-  monkeypatch.setattr(improve, "_evaluate_and_checkpoint", original_eval)
+  monkeypatch.setattr(train, "_evaluate_and_checkpoint", original_eval)
   latest = max(int(n) for n in os.listdir(workdir / "checkpoints") if n.isdigit())
   assert latest // 10**6 == IMPROVE_1_0 and latest % 10**6 > 0  # A mid-phase state.
   # Every data file loses its second half: which arrays land in which file (and which of them
