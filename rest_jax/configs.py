@@ -18,7 +18,11 @@ import dataclasses
 from typing import Any, Sequence
 
 DTYPES = ("float32", "bfloat16", "float16")
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "silu")
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("sinusoidal", "rope")
+MLPS = ("plain", "gated")
+LOGITS_SCALES = ("rsqrt_d_model", "none")
 LR_DECAYS = ("constant", "linear", "cosine", "rsqrt")
 MESH_AXES = ("data", "fsdp", "model")
 
@@ -55,6 +59,18 @@ class ModelConfig:
   dtype: str = "float32"  # Compute dtype.
   param_dtype: str = "float32"
   layer_norm_epsilon: float = 1e-6
+  # Architecture variants of pretrained families; the defaults are the paper's policy
+  # (pre-LayerNorm, sinusoidal positions, ReLU MLP, one key/value head per query head, output
+  # tied to the embedding and scaled by 1/sqrt(d_model)). Llama/Qwen-style: norm='rmsnorm',
+  # positions='rope', mlp='gated', activation='silu', num_kv_heads < num_heads,
+  # tie_embeddings=False, logits_scale='none'.
+  norm: str = "layernorm"  # 'rmsnorm': x / rms(x) * scale (no centring).
+  positions: str = "sinusoidal"  # 'rope': rotary embeddings of queries and keys, none added.
+  rope_theta: float = 10_000.0
+  mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
+  num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
+  tie_embeddings: bool = True  # False: a separate output projection [D, V].
+  logits_scale: str = "rsqrt_d_model"  # Multiplies the final hidden state; 'none' = 1.
 
   def __post_init__(self):
     name = "ModelConfig"
@@ -81,10 +97,29 @@ class ModelConfig:
              f"allowed: {DTYPES}")
     _require(0.0 <= self.dropout_rate < 1.0, name, "dropout_rate", self.dropout_rate,
              "expected 0 <= dropout_rate < 1")
+    for field, allowed in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS),
+                           ("logits_scale", LOGITS_SCALES)):
+      _require(getattr(self, field) in allowed, name, field, getattr(self, field),
+               f"allowed: {allowed}")
+    _require(isinstance(self.tie_embeddings, bool), name, "tie_embeddings", self.tie_embeddings,
+             "expected True or False")
+    if self.num_kv_heads is not None:
+      _positive_int(name, "num_kv_heads", self.num_kv_heads)
+      _require(self.num_heads % self.num_kv_heads == 0, name, "num_kv_heads", self.num_kv_heads,
+               f"must divide num_heads={self.num_heads}")
+    if self.positions == "rope":
+      _require(self.resolved_head_dim % 2 == 0, name, "positions", self.positions,
+               f"'rope' needs an even head dimension (got {self.resolved_head_dim})")
+      _require(isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0, name,
+               "rope_theta", self.rope_theta, "expected a positive number")
 
   @property
   def resolved_head_dim(self) -> int:
     return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+  @property
+  def resolved_kv_heads(self) -> int:
+    return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
@@ -199,3 +234,11 @@ class BeamSearchConfig:
 def check_choice(owner: str, field: str, value: Any, allowed: Sequence[Any]) -> None:
   """Raises a ValueError naming `owner.field` unless `value` is one of `allowed`."""
   _require(value in allowed, owner, field, value, f"allowed: {tuple(allowed)}")
+
+
+def model_config_dict(saved: dict) -> dict:
+  """A saved model config (a fingerprint's or a checkpoint's) with every field this version has:
+  fields added since it was saved take their defaults, so configs compare field by field."""
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+              if f.default is not dataclasses.MISSING}
+  return {**defaults, **dict(saved)}

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from typing import Any
 
-from rest_jax import checkpointing, fileio
+from rest_jax import checkpointing, configs, fileio
 
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policies",
                               "pretrained")
@@ -75,6 +75,7 @@ def check_compatible(directory: str, meta: dict[str, Any], model_config: Any,
     raise ValueError(f"run.init_policy: {directory} records no model config "
                      "(meta['fingerprint']['model']); export it with "
                      "scripts/export_pretrained_policy.py.")
+  saved = configs.model_config_dict(saved)  # Fields added since it was saved: defaults.
   wanted = dataclasses.asdict(model_config)
   differ = sorted(k for k in set(saved) | set(wanted)
                   if k not in TRAINING_ONLY_FIELDS and saved.get(k) != wanted.get(k))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from rest_jax import checkpointing
+from rest_jax import checkpointing, configs
 
 PHASE_STRIDE = 10**6
 
@@ -53,7 +53,10 @@ class RunCheckpoints:
     meta = self.latest.restore_meta(step)
     index = meta["phase_index"]
     done = meta.get("phases", [])[:index]
-    if meta.get("fingerprint") != self.fingerprint or done != self.phase_names[:index]:
+    saved = dict(meta.get("fingerprint") or {})
+    if "model" in saved:  # Model fields added since the workdir was written take their defaults.
+      saved["model"] = configs.model_config_dict(saved["model"])
+    if saved != self.fingerprint or done != self.phase_names[:index]:
       raise checkpointing.CheckpointError(
           f"The checkpoints in {self.workdir} belong to a different experiment: it completed "
           f"phases {done} with {meta.get('fingerprint')}, but this configuration plans "

@@ -16,7 +16,8 @@ def _model(**kw):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_heads=5), r"ModelConfig.num_heads=5 .*must divide d_model=32"),
     (dict(d_model=0), r"ModelConfig.d_model=0 .*positive integer"),
-    (dict(activation="swish"), r"ModelConfig.activation='swish' .*allowed: \('relu', 'gelu'\)"),
+    (dict(activation="swish"),
+     r"ModelConfig.activation='swish' .*allowed: \('relu', 'gelu', 'silu'\)"),
     (dict(dtype="float8"), r"ModelConfig.dtype='float8' .*allowed"),
     (dict(decoder_only=True), r"ModelConfig.num_encoder_layers=1 .*must be 0 when decoder_only"),
     (dict(dropout_rate=1.0), r"ModelConfig.dropout_rate=1.0"),
@@ -56,3 +57,17 @@ def test_decoder_only_preset_keeps_total_depth():
 def test_other_config_errors(cls, kwargs, message):
   with pytest.raises(ValueError, match=message):
     cls(**kwargs)
+
+
+def test_a_model_config_saved_before_the_variant_fields_compares_equal():
+  """Fingerprints and policy metadata written before a ModelConfig field existed lack it; read
+  back, the missing fields take their defaults, so old workdirs resume and old policies load."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rest_jax import configs  # pylint: disable=g-import-not-at-top
+  current = dataclasses.asdict(configs.ModelConfig(vocab_size=16, d_model=8, num_heads=2, d_ff=8,
+                                                   num_encoder_layers=1, num_decoder_layers=1))
+  old = {k: v for k, v in current.items()
+         if k not in ("norm", "positions", "rope_theta", "mlp", "num_kv_heads",
+                      "tie_embeddings", "logits_scale")}
+  assert configs.model_config_dict(old) == current
+  assert configs.model_config_dict(dict(old, norm="rmsnorm")) != current

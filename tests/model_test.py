@@ -8,9 +8,16 @@ import pytest
 
 import toy_setup
 from rest_jax.models import Transformer, model_config, token_log_probs
+from rest_jax.models.transformer import LayerNorm, rotary
 from rest_jax.models.presets import PRESETS
 
 AXES = {"vocab", "embed", "mlp", "heads", "kv"}
+# Architecture variants of pretrained families (ModelConfig), each alone and all together.
+LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
+                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions="rope"),
+            "swiglu": dict(mlp="gated", activation="silu"), "gqa": dict(num_kv_heads=1),
+            "untied": dict(tie_embeddings=False, logits_scale="none"), "llama": LLAMA_STYLE}
 
 
 def _init(model, src, tgt):
@@ -18,9 +25,10 @@ def _init(model, src, tgt):
   return boxed["params"], nn.meta.unbox(boxed["params"])
 
 
+@pytest.mark.parametrize("variant", ["paper", "llama"])
 @pytest.mark.parametrize("decoder_only", [False, True])
-def test_every_parameter_has_logical_axes(decoder_only):
-  model = toy_setup.toy_model(decoder_only=decoder_only, value_head=True)
+def test_every_parameter_has_logical_axes(decoder_only, variant):
+  model = toy_setup.toy_model(decoder_only=decoder_only, value_head=True, **VARIANTS[variant])
   src, tgt = toy_setup.reverse_task(2, 6)
   boxed, _ = _init(model, src, tgt)
   leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
@@ -30,9 +38,10 @@ def test_every_parameter_has_logical_axes(decoder_only):
     assert set(leaf.names) <= AXES
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("decoder_only", [False, True])
-def test_kv_cache_decoding_equals_full_recompute(decoder_only):
-  model = toy_setup.toy_model(decoder_only=decoder_only)
+def test_kv_cache_decoding_equals_full_recompute(decoder_only, variant):
+  model = toy_setup.toy_model(decoder_only=decoder_only, **VARIANTS[variant])
   src, tgt = toy_setup.reverse_task(3, 7, seed=1)
   _, params = _init(model, src, tgt)
   n = 2
@@ -49,8 +58,9 @@ def test_kv_cache_decoding_equals_full_recompute(decoder_only):
   np.testing.assert_allclose(cached, full_logits, atol=1e-5, rtol=1e-5)
 
 
-def test_decoder_only_is_invariant_to_source_padding():
-  model = toy_setup.toy_model(decoder_only=True)
+@pytest.mark.parametrize("variant", ["paper", "llama"])
+def test_decoder_only_is_invariant_to_source_padding(variant):
+  model = toy_setup.toy_model(decoder_only=True, **VARIANTS[variant])
   src, tgt = toy_setup.reverse_task(2, 5, seed=2)
   _, params = _init(model, src, tgt)
   padded = np.pad(src, [(0, 0), (0, 4)])
@@ -100,3 +110,61 @@ def test_paper_presets_have_paper_shapes():
   big = model_config("big", 32000)
   assert (big.d_model, big.d_ff, big.num_heads) == (1024, 8192, 16)
   assert {"toy", "tiny", "base", "big"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("decoder_only", [False, True])
+def test_grouped_query_attention_equals_multi_head_with_shared_heads(decoder_only):
+  """G key/value heads serving H/G query heads each = H-head attention whose key/value heads
+  are those G repeated (the layout of GQA checkpoints: query heads grouped consecutively)."""
+  gqa = toy_setup.toy_model(decoder_only=decoder_only, num_kv_heads=2)
+  mha = toy_setup.toy_model(decoder_only=decoder_only)
+  src, tgt = toy_setup.reverse_task(2, 6, seed=4)
+  _, params = _init(gqa, src, tgt)
+  assert params["decoder_0"]["self_attention"]["key"].shape == (32, 2, 8)
+
+  def widen(tree):
+    if isinstance(tree, dict):
+      return {k: (np.repeat(v, 2, axis=1) if k in ("key", "value") else widen(v))
+              for k, v in tree.items()}
+    return tree
+
+  np.testing.assert_allclose(gqa.apply({"params": params}, src, tgt),
+                             mha.apply({"params": widen(params)}, src, tgt), atol=1e-5)
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+  q = jax.random.normal(jax.random.PRNGKey(0), (1, 2, 1, 8))
+  k = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 1, 8))
+  score = lambda pq, pk: float(jnp.sum(rotary(q, jnp.array([[pq]]), 10_000.0)
+                                       * rotary(k, jnp.array([[pk]]), 10_000.0)))
+  assert score(5, 2) == pytest.approx(score(13, 10), rel=1e-5)
+  assert score(5, 2) != pytest.approx(score(5, 3), rel=1e-3)
+  # Position 0 is the identity; the rotation keeps the norm.
+  np.testing.assert_allclose(rotary(q, jnp.zeros((1, 1)), 10_000.0), q, atol=1e-6)
+  np.testing.assert_allclose(jnp.linalg.norm(rotary(q, jnp.array([[7]]), 10_000.0), axis=-1),
+                             jnp.linalg.norm(q, axis=-1), rtol=1e-5)
+
+
+def test_rmsnorm_and_layernorm_formulas():
+  x = np.random.default_rng(0).normal(size=(2, 3, 32)).astype(np.float32) + 0.5
+  for norm in ("layernorm", "rmsnorm"):
+    cfg = toy_setup.toy_model(norm=norm).config
+    module = LayerNorm(cfg)
+    params = module.init(jax.random.PRNGKey(0), x)
+    centred = x - x.mean(-1, keepdims=True) if norm == "layernorm" else x
+    expected = centred / np.sqrt(np.mean(centred ** 2, -1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(module.apply(params, x), expected, atol=1e-5)
+
+
+def test_variant_config_errors():
+  for overrides, message in [
+      (dict(num_kv_heads=3), r"ModelConfig.num_kv_heads=3 .*must divide num_heads=4"),
+      (dict(norm="batchnorm"), r"ModelConfig.norm='batchnorm' .*allowed: \('layernorm', "
+                               r"'rmsnorm'\)"),
+      (dict(positions="alibi"), r"ModelConfig.positions='alibi' .*allowed"),
+      (dict(mlp="moe"), r"ModelConfig.mlp='moe' .*allowed: \('plain', 'gated'\)"),
+      (dict(positions="rope", head_dim=5), r"'rope' needs an even head dimension \(got 5\)"),
+      (dict(logits_scale="sqrt"), r"ModelConfig.logits_scale='sqrt' .*allowed"),
+      (dict(tie_embeddings="no"), r"ModelConfig.tie_embeddings='no' .*True or False")]:
+    with pytest.raises(ValueError, match=message):
+      model_config("toy", 16, **overrides)

@@ -134,3 +134,17 @@ def test_finetune_mode_trains_bc_from_the_saved_policy(exported, tmp_path):
 def test_unknown_init_policy_mode_is_refused(tmp_path):
   with pytest.raises(ValueError, match="init_policy_mode='warm'"):
     run_experiment(tmp_path, "rest_loop.run.init_policy_mode = 'warm'")
+
+
+def test_shipped_policy_saved_before_the_variant_fields_still_loads():
+  """de_en_small's metadata predates ModelConfig's architecture-variant fields: they take their
+  defaults, so it matches the paper-style model and refuses an RMSNorm one by name."""
+  from rest_jax.models import model_config  # pylint: disable=g-import-not-at-top
+  directory = pretrained_policies.resolve("pretrained=de_en_small")
+  _, meta = pretrained_policies.read_meta(directory)
+  assert "norm" not in meta["fingerprint"]["model"]
+  config = model_config("small", 8000, value_head=True, dropout_rate=0.1)
+  pretrained_policies.check_compatible(directory, meta, config, lambda task: True)
+  with pytest.raises(ValueError, match=r"norm='layernorm' \(run: 'rmsnorm'\)"):
+    pretrained_policies.check_compatible(directory, meta, config.replace(norm="rmsnorm"),
+                                         lambda task: True)

@@ -15,9 +15,17 @@ from rest_jax.configs import BeamSearchConfig, SamplingConfig
 from rest_jax.models import EOS_ID, PAD_ID, token_log_probs
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["encdec", "deconly"])
+# The Llama/Qwen-style variant (RMSNorm, rotary positions, SwiGLU, grouped-query attention,
+# untied output) must sample exactly as the paper's policy does.
+LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
+                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+
+
+@pytest.fixture(scope="module", params=[(False, {}), (True, {}), (True, LLAMA_STYLE)],
+                ids=["encdec", "deconly", "deconly_llama"])
 def setup(request):
-  model = toy_setup.toy_model(decoder_only=request.param)
+  decoder_only, variant = request.param
+  model = toy_setup.toy_model(decoder_only=decoder_only, **variant)
   mesh = toy_setup.mesh()
   _, _, state, shardings = toy_setup.factory_and_state(model, mesh)
   src = toy_setup.random_sources(4, 6, seed=3)

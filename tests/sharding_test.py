@@ -12,9 +12,9 @@ from rest_jax.losses import registry
 MESHES = {"1dev": (1, 1, 1), "data4_model2": (4, 1, 2), "data2_fsdp2_model2": (2, 2, 2)}
 
 
-def _train_and_sample(mesh_shape, decoder_only=False):
+def _train_and_sample(mesh_shape, decoder_only=False, **variant):
   # d_model/heads/mlp/vocab divisible by 2 so the model axis really splits the parameters.
-  model = toy_setup.toy_model(decoder_only=decoder_only)
+  model = toy_setup.toy_model(decoder_only=decoder_only, **variant)
   mesh = toy_setup.mesh(*mesh_shape)
   _, tx, state, shardings = toy_setup.factory_and_state(model, mesh, seed=0)
   spec = registry.get_loss("bc")
@@ -48,6 +48,21 @@ def test_sharded_train_step_and_sampler_match_one_device(single_device, name):
   np.testing.assert_allclose(metrics1, metrics8, rtol=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(state1.params), jax.tree_util.tree_leaves(state8.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5, rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(out1.tokens), np.asarray(out8.tokens))
+  np.testing.assert_allclose(np.asarray(out1.token_logprobs), np.asarray(out8.token_logprobs),
+                             atol=1e-4)
+
+
+def test_llama_style_decoder_sharded_matches_one_device():
+  """Grouped-query attention (2 key/value heads split over the model axis), rotary positions,
+  SwiGLU and an untied output: the sharded train step and sampler give one device's numbers."""
+  variant = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
+                 num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+  state1, metrics1, out1 = _train_and_sample(MESHES["1dev"], True, **variant)
+  state8, metrics8, out8 = _train_and_sample(MESHES["data4_model2"], True, **variant)
+  key = state8.params["decoder_0"]["self_attention"]["key"]
+  assert key.shape[1] == 2 and not key.sharding.is_fully_replicated
+  np.testing.assert_allclose(metrics1, metrics8, rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(out1.tokens), np.asarray(out8.tokens))
   np.testing.assert_allclose(np.asarray(out1.token_logprobs), np.asarray(out8.token_logprobs),
                              atol=1e-4)

@@ -7,8 +7,12 @@ function of `(params, cache, token)` that fits inside `lax.while_loop` and can b
 other array.
 
 Conventions: token 0 is padding and also the decoder start token, token 1 is EOS (seqio's
-SentencePiece convention). Pre-LayerNorm blocks, sinusoidal positions computed from explicit
-position ids, output logits tied to the input embedding and scaled by 1/sqrt(d_model).
+SentencePiece convention). By default: pre-LayerNorm blocks, sinusoidal positions computed from
+explicit position ids, output logits tied to the input embedding and scaled by 1/sqrt(d_model).
+The variants of pretrained families are options of the same modules (`ModelConfig`): RMSNorm,
+rotary positions (applied to queries and keys at their explicit positions, so cached keys are
+stored rotated), gated MLPs, grouped-query attention (fewer key/value heads than query heads: a
+smaller cache), and an untied, unscaled output projection.
 Every parameter carries logical axis names ("vocab", "embed", "mlp", "heads", "kv") that
 `rest_jax.sharding` maps to mesh axes.
 
@@ -55,7 +59,24 @@ def sinusoidal_positions(positions_BxT: jax.Array, d_model: int) -> jax.Array:
   return pe
 
 
+def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+  """Rotary position embedding: pairs (i, i + K/2) of each head vector rotated by the angle
+  position * theta^(-2i/K) (the half-split layout of Llama-family checkpoints)."""
+  k = x_BxHxTxK.shape[-1]
+  inv_freq_half = theta ** (-np.arange(0, k, 2, dtype=np.float64) / k)
+  angles_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq_half.astype(
+      np.float32)
+  cos_Bx1xTxhalf = jnp.cos(angles_BxTxhalf)[:, None]
+  sin_Bx1xTxhalf = jnp.sin(angles_BxTxhalf)[:, None]
+  x32 = x_BxHxTxK.astype(jnp.float32)
+  x1, x2 = x32[..., : k // 2], x32[..., k // 2:]
+  rotated = jnp.concatenate([x1 * cos_Bx1xTxhalf - x2 * sin_Bx1xTxhalf,
+                             x2 * cos_Bx1xTxhalf + x1 * sin_Bx1xTxhalf], axis=-1)
+  return rotated.astype(x_BxHxTxK.dtype)
+
+
 class LayerNorm(nn.Module):
+  """LayerNorm (centred, no bias) or, with ModelConfig.norm='rmsnorm', RMSNorm."""
   config: ModelConfig
 
   @nn.compact
@@ -64,9 +85,10 @@ class LayerNorm(nn.Module):
     scale = _param(self, "scale", nn.initializers.ones, (cfg.d_model,), ("embed",),
                    jnp.dtype(cfg.param_dtype))
     x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+    if cfg.norm == "layernorm":
+      x32 = x32 - x32.mean(-1, keepdims=True)
+    var = jnp.square(x32).mean(-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
     return y.astype(cfg.dtype)
 
 
@@ -83,37 +105,55 @@ def _head_major(x_BxTxD: jax.Array, w_DxHxK: jax.Array) -> jax.Array:
 
 
 class Attention(nn.Module):
-  """Multi-head attention whose key/value projections can be computed once and reused."""
+  """Multi-head attention whose key/value projections can be computed once and reused.
+
+  With grouped-query attention (ModelConfig.num_kv_heads = G < H) keys and values have G heads
+  ([B,G,L,K]) and each serves H/G consecutive query heads. `rotary=True` (self-attention under
+  positions='rope') rotates queries and keys by their positions; cross-attention never does.
+  """
 
   config: ModelConfig
+  rotary: bool = False
 
   def setup(self):
     cfg = self.config
-    d, h, k = cfg.d_model, cfg.num_heads, cfg.resolved_head_dim
+    d, h, g, k = cfg.d_model, cfg.num_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim
     pdt = jnp.dtype(cfg.param_dtype)
     qkv_init = _fan_in_init(0, (1, 2))
     self.query = _param(self, "query", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
-    self.key = _param(self, "key", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
-    self.value = _param(self, "value", qkv_init, (d, h, k), ("embed", "heads", "kv"), pdt)
+    self.key = _param(self, "key", qkv_init, (d, g, k), ("embed", "heads", "kv"), pdt)
+    self.value = _param(self, "value", qkv_init, (d, g, k), ("embed", "heads", "kv"), pdt)
     self.out = _param(self, "out", _fan_in_init((0, 1), 2), (h, k, d), ("heads", "kv", "embed"),
                       pdt)
 
-  def project_kv(self, x_BxLxD):
-    """Keys and values head-major ([B,H,L,K]): the layout both attention matmuls read directly,
-    so a decode step never copies or transposes the cache."""
+  def project_kv(self, x_BxLxD, positions_BxL=None):
+    """Keys and values head-major ([B,G,L,K]): the layout both attention matmuls read directly,
+    so a decode step never copies or transposes the cache. Keys are rotated at `positions_BxL`
+    when the layer is rotary."""
     dt = self.config.dtype
-    return _head_major(x_BxLxD, self.key.astype(dt)), _head_major(x_BxLxD, self.value.astype(dt))
+    k_BxGxLxK = _head_major(x_BxLxD, self.key.astype(dt))
+    if self.rotary:
+      k_BxGxLxK = rotary(k_BxGxLxK, positions_BxL, self.config.rope_theta)
+    return k_BxGxLxK, _head_major(x_BxLxD, self.value.astype(dt))
 
-  def __call__(self, x_BxTxD, k_BxHxLxK, v_BxHxLxK, bias_Bx1xTxL):
+  def __call__(self, x_BxTxD, k_BxGxLxK, v_BxGxLxK, bias_Bx1xTxL, positions_BxT=None):
     cfg = self.config
     dt = cfg.dtype
     q_BxHxTxK = _head_major(x_BxTxD, self.query.astype(dt))
+    if self.rotary:
+      q_BxHxTxK = rotary(q_BxHxTxK, positions_BxT, cfg.rope_theta)
     q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)
-    logits_BxHxTxL = jnp.einsum("bhtk,bhlk->bhtl", q_BxHxTxK, k_BxHxLxK)
+    b, h, t, k = q_BxHxTxK.shape
+    g = k_BxGxLxK.shape[1]
+    # Query heads grouped by the key/value head they read: [B,G,H/G*T,K] (a free reshape).
+    q_BxGxRxK = q_BxHxTxK.reshape(b, g, (h // g) * t, k)
+    logits_BxGxRxL = jnp.einsum("bgrk,bglk->bgrl", q_BxGxRxK, k_BxGxLxK)
+    logits_BxHxTxL = logits_BxGxRxL.reshape(b, h, t, -1)
     logits_BxHxTxL = logits_BxHxTxL.astype(jnp.float32) + bias_Bx1xTxL
     probs_BxHxTxL = jax.nn.softmax(logits_BxHxTxL, axis=-1).astype(dt)
-    ctx_BxHxTxK = jnp.einsum("bhtl,bhlk->bhtk", probs_BxHxTxL, v_BxHxLxK)
-    b, h, t, k = ctx_BxHxTxK.shape
+    ctx_BxGxRxK = jnp.einsum("bgrl,bglk->bgrk", probs_BxHxTxL.reshape(b, g, (h // g) * t, -1),
+                             v_BxGxLxK)
+    ctx_BxHxTxK = ctx_BxGxRxK.reshape(b, h, t, k)
     ctx_BTxHK = ctx_BxHxTxK.transpose(0, 2, 1, 3).reshape(b * t, h * k)
     return (ctx_BTxHK @ self.out.astype(dt).reshape(h * k, -1)).reshape(b, t, -1)
 
@@ -127,8 +167,13 @@ class MLP(nn.Module):
     pdt, dt = jnp.dtype(cfg.param_dtype), cfg.dtype
     wi = _param(self, "wi", _fan_in_init(0, 1), (cfg.d_model, cfg.d_ff), ("embed", "mlp"), pdt)
     wo = _param(self, "wo", _fan_in_init(0, 1), (cfg.d_ff, cfg.d_model), ("mlp", "embed"), pdt)
+    act = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}[cfg.activation]
     h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, wi.astype(dt))
-    h_BxTxF = nn.relu(h_BxTxF) if cfg.activation == "relu" else nn.gelu(h_BxTxF)
+    if cfg.mlp == "gated":  # act(x W_gate) * (x W_in): SwiGLU with silu, GeGLU with gelu.
+      wg = _param(self, "wg", _fan_in_init(0, 1), (cfg.d_model, cfg.d_ff), ("embed", "mlp"), pdt)
+      h_BxTxF = act(jnp.einsum("btd,df->btf", x_BxTxD, wg.astype(dt))) * h_BxTxF
+    else:
+      h_BxTxF = act(h_BxTxF)
     h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
     return jnp.einsum("btf,fd->btd", h_BxTxF, wo.astype(dt))
 
@@ -137,12 +182,14 @@ class EncoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxSxD, bias_Bx1xSxS, deterministic: bool):
+  def __call__(self, x_BxSxD, bias_Bx1xSxS, positions_BxS, deterministic: bool):
     drop = nn.Dropout(self.config.dropout_rate)
     h = LayerNorm(self.config, name="pre_attention_norm")(x_BxSxD)
-    attention = Attention(self.config, name="self_attention")
-    k, v = attention.project_kv(h)
-    x_BxSxD = x_BxSxD + drop(attention(h, k, v, bias_Bx1xSxS), deterministic=deterministic)
+    attention = Attention(self.config, rotary=self.config.positions == "rope",
+                          name="self_attention")
+    k, v = attention.project_kv(h, positions_BxS)
+    x_BxSxD = x_BxSxD + drop(attention(h, k, v, bias_Bx1xSxS, positions_BxS),
+                             deterministic=deterministic)
     h = LayerNorm(self.config, name="pre_mlp_norm")(x_BxSxD)
     return x_BxSxD + drop(MLP(self.config, name="mlp")(h, deterministic), deterministic=deterministic)
 
@@ -155,7 +202,7 @@ class DecoderLayer(nn.Module):
   def setup(self):
     cfg = self.config
     self.pre_self_attention_norm = LayerNorm(cfg)
-    self.self_attention = Attention(cfg)
+    self.self_attention = Attention(cfg, rotary=cfg.positions == "rope")
     if not cfg.decoder_only:
       self.pre_cross_attention_norm = LayerNorm(cfg)
       self.cross_attention = Attention(cfg)
@@ -166,11 +213,11 @@ class DecoderLayer(nn.Module):
   def cross_kv(self, encoded_BxSxD):
     return self.cross_attention.project_kv(encoded_BxSxD)
 
-  def __call__(self, y_BxTxD, self_bias, cross_kv, cross_bias, layer_cache, cache_index,
-               deterministic: bool):
+  def __call__(self, y_BxTxD, positions_BxT, self_bias, cross_kv, cross_bias, layer_cache,
+               cache_index, deterministic: bool):
     """Returns (y, new_layer_cache). layer_cache=None means no cache (teacher forcing)."""
     h = self.pre_self_attention_norm(y_BxTxD)
-    k, v = self.self_attention.project_kv(h)
+    k, v = self.self_attention.project_kv(h, positions_BxT)
     new_cache = None
     if layer_cache is not None:
       k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k.astype(layer_cache["k"].dtype),
@@ -178,7 +225,7 @@ class DecoderLayer(nn.Module):
       v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v.astype(layer_cache["v"].dtype),
                                               cache_index, axis=2)
       new_cache = dict(layer_cache, k=k, v=v)
-    y_BxTxD = y_BxTxD + self.dropout(self.self_attention(h, k, v, self_bias),
+    y_BxTxD = y_BxTxD + self.dropout(self.self_attention(h, k, v, self_bias, positions_BxT),
                                      deterministic=deterministic)
     if not self.config.decoder_only:
       h = self.pre_cross_attention_norm(y_BxTxD)
@@ -231,6 +278,9 @@ class Transformer(nn.Module):
                            for i in range(cfg.num_decoder_layers)]
     self.decoder_norm = LayerNorm(cfg)
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+    if not cfg.tie_embeddings:
+      self.output = _param(self, "output", _fan_in_init(0, 1), (cfg.d_model, cfg.vocab_size),
+                           ("embed", "vocab"), jnp.dtype(cfg.param_dtype))
     if cfg.value_head:
       self.value_hidden = _param(self, "value_hidden", _fan_in_init(0, 1),
                                  (cfg.d_model, cfg.d_model), ("embed", "mlp"),
@@ -244,14 +294,19 @@ class Transformer(nn.Module):
   def _embed(self, tokens_BxT, positions_BxT, deterministic):
     cfg = self.config
     x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(cfg.dtype)
-    x = x + sinusoidal_positions(positions_BxT, cfg.d_model).astype(cfg.dtype)
+    if cfg.positions == "sinusoidal":
+      x = x + sinusoidal_positions(positions_BxT, cfg.d_model).astype(cfg.dtype)
     return self.embed_dropout(x, deterministic=deterministic)
 
   def _logits(self, hidden_BxTxD):
     cfg = self.config
-    # Scaling the [B,T,D] input rather than the [B,T,V] output saves a pass over the logits.
-    scaled_BxTxD = hidden_BxTxD * jnp.asarray(cfg.d_model ** -0.5, hidden_BxTxD.dtype)
-    logits = jnp.einsum("btd,vd->btv", scaled_BxTxD, self.embedding.astype(cfg.dtype))
+    if cfg.logits_scale == "rsqrt_d_model":
+      # Scaling the [B,T,D] input rather than the [B,T,V] output saves a pass over the logits.
+      hidden_BxTxD = hidden_BxTxD * jnp.asarray(cfg.d_model ** -0.5, hidden_BxTxD.dtype)
+    if cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", hidden_BxTxD, self.embedding.astype(cfg.dtype))
+    else:
+      logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.output.astype(cfg.dtype))
     return logits.astype(jnp.float32)
 
   def _values(self, hidden_BxTxD):
@@ -267,7 +322,7 @@ class Transformer(nn.Module):
     x = self._embed(inputs_BxS, positions, deterministic)
     bias = _key_bias(valid_BxS)
     for layer in self.encoder_layers:
-      x = layer(x, bias, deterministic)
+      x = layer(x, bias, positions, deterministic)
     return self.encoder_norm(x)
 
   def _run_decoder(self, tokens_BxT, positions_BxT, self_bias, cross_kvs, cross_bias, cache,
@@ -277,8 +332,8 @@ class Transformer(nn.Module):
     for i, layer in enumerate(self.decoder_layers):
       layer_cache = None if cache is None else cache["layers"][i]
       cross_kv = None if cross_kvs is None else cross_kvs[i]
-      y, new_layer_cache = layer(y, self_bias, cross_kv, cross_bias, layer_cache, cache_index,
-                                 deterministic)
+      y, new_layer_cache = layer(y, positions_BxT, self_bias, cross_kv, cross_bias, layer_cache,
+                                 cache_index, deterministic)
       new_layers.append(new_layer_cache)
     return self.decoder_norm(y), new_layers
 
@@ -331,7 +386,7 @@ class Transformer(nn.Module):
     cfg = self.config
     b, s = inputs_BxS.shape
     n = num_samples
-    h, k = cfg.num_heads, cfg.resolved_head_dim
+    h, k = cfg.resolved_kv_heads, cfg.resolved_head_dim
     cache_len = max_decode_len if not cfg.decoder_only else s + max_decode_len
 
     def empty(rows):
