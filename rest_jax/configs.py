@@ -70,6 +70,7 @@ class ModelConfig:
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
   num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
   tie_embeddings: bool = True  # False: a separate output projection [D, V].
+  attention_bias: bool = False  # Biases on the query/key/value projections (Qwen2).
   logits_scale: str = "rsqrt_d_model"  # Multiplies the final hidden state; 'none' = 1.
 
   def __post_init__(self):
@@ -101,8 +102,9 @@ class ModelConfig:
                            ("logits_scale", LOGITS_SCALES)):
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
                f"allowed: {allowed}")
-    _require(isinstance(self.tie_embeddings, bool), name, "tie_embeddings", self.tie_embeddings,
-             "expected True or False")
+    for field in ("tie_embeddings", "attention_bias"):
+      _require(isinstance(getattr(self, field), bool), name, field, getattr(self, field),
+               "expected True or False")
     if self.num_kv_heads is not None:
       _positive_int(name, "num_kv_heads", self.num_kv_heads)
       _require(self.num_heads % self.num_kv_heads == 0, name, "num_kv_heads", self.num_kv_heads,

@@ -17,7 +17,8 @@ LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="si
                    num_kv_heads=2, tie_embeddings=False, logits_scale="none")
 VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions="rope"),
             "swiglu": dict(mlp="gated", activation="silu"), "gqa": dict(num_kv_heads=1),
-            "untied": dict(tie_embeddings=False, logits_scale="none"), "llama": LLAMA_STYLE}
+            "untied": dict(tie_embeddings=False, logits_scale="none"), "llama": LLAMA_STYLE,
+            "qwen2": dict(LLAMA_STYLE, attention_bias=True)}
 
 
 def _init(model, src, tgt):

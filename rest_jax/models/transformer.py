@@ -125,21 +125,33 @@ class Attention(nn.Module):
     self.value = _param(self, "value", qkv_init, (d, g, k), ("embed", "heads", "kv"), pdt)
     self.out = _param(self, "out", _fan_in_init((0, 1), 2), (h, k, d), ("heads", "kv", "embed"),
                       pdt)
+    if cfg.attention_bias:
+      zeros = nn.initializers.zeros
+      self.query_bias = _param(self, "query_bias", zeros, (h, k), ("heads", "kv"), pdt)
+      self.key_bias = _param(self, "key_bias", zeros, (g, k), ("heads", "kv"), pdt)
+      self.value_bias = _param(self, "value_bias", zeros, (g, k), ("heads", "kv"), pdt)
+
+  def _project(self, x_BxTxD, w_DxHxK, name):
+    """Head-major projection [B,H,T,K], plus the projection's bias when the model has one."""
+    dt = self.config.dtype
+    y_BxHxTxK = _head_major(x_BxTxD, w_DxHxK.astype(dt))
+    if self.config.attention_bias:
+      y_BxHxTxK = y_BxHxTxK + getattr(self, name).astype(dt)[None, :, None, :]
+    return y_BxHxTxK
 
   def project_kv(self, x_BxLxD, positions_BxL=None):
     """Keys and values head-major ([B,G,L,K]): the layout both attention matmuls read directly,
     so a decode step never copies or transposes the cache. Keys are rotated at `positions_BxL`
     when the layer is rotary."""
-    dt = self.config.dtype
-    k_BxGxLxK = _head_major(x_BxLxD, self.key.astype(dt))
+    k_BxGxLxK = self._project(x_BxLxD, self.key, "key_bias")
     if self.rotary:
       k_BxGxLxK = rotary(k_BxGxLxK, positions_BxL, self.config.rope_theta)
-    return k_BxGxLxK, _head_major(x_BxLxD, self.value.astype(dt))
+    return k_BxGxLxK, self._project(x_BxLxD, self.value, "value_bias")
 
   def __call__(self, x_BxTxD, k_BxGxLxK, v_BxGxLxK, bias_Bx1xTxL, positions_BxT=None):
     cfg = self.config
     dt = cfg.dtype
-    q_BxHxTxK = _head_major(x_BxTxD, self.query.astype(dt))
+    q_BxHxTxK = self._project(x_BxTxD, self.query, "query_bias")
     if self.rotary:
       q_BxHxTxK = rotary(q_BxHxTxK, positions_BxT, cfg.rope_theta)
     q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)

@@ -1,0 +1,340 @@
+"""Hugging Face checkpoints of decoder-only families (Llama, Qwen2) in and out of the policy.
+
+`import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
+named by `model.safetensors.index.json`) of a `LlamaForCausalLM` or `Qwen2ForCausalLM` and returns
+the `ModelConfig` and the parameter tree of the same network as rest_jax's `Transformer`
+(decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query attention; Qwen2's q/k/v
+biases). `export_policy(params, config, directory, ...)` writes the same format back, so a policy
+trained here can be served with standard tools; import -> export -> import is exact.
+
+Token ids. rest_jax reserves id 0 for padding (masked everywhere) and id 1 for end of sequence;
+a Hugging Face vocabulary puts its own tokens there (Llama: `<unk>`, `<s>`). The import therefore
+permutes the vocabulary: rest_jax id 1 is the checkpoint's `eos_token_id`, id 0 its
+`pad_token_id` (or `unk_token_id`; pass `pad_id=` when it has neither), and those two tokens
+trade places with whatever held ids 0 and 1. `TokenMap` converts ids both ways and the embedding
+and output rows are permuted with it, so the logits are the checkpoint's, reordered. The map is
+saved with exported checkpoints' metadata and undone on export.
+
+Weights are read tensor by tensor from memory-mapped files (bfloat16 through ml_dtypes), so the
+peak host memory is about one copy of the parameters in the requested dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import ml_dtypes
+import numpy as np
+
+from rest_jax import fileio
+from rest_jax.configs import ModelConfig
+
+FAMILIES = ("llama", "qwen2")
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
+           "I64": np.int64, "I32": np.int32}
+_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", \
+    "model.safetensors.index.json"
+TOKEN_MAP_KEY = "rest_jax_token_map"
+
+
+# ------------------------------------------------------------------------------ safetensors
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """The tensors of one safetensors file, as read-only arrays backed by a memory map."""
+  raw = np.memmap(path, dtype=np.uint8, mode="r")
+  header_len = int(np.frombuffer(raw[:8].tobytes(), "<u8")[0])
+  header = json.loads(raw[8:8 + header_len].tobytes())
+  body = 8 + header_len
+  out = {}
+  for name, entry in header.items():
+    if name == "__metadata__":
+      continue
+    if entry["dtype"] not in _DTYPES:
+      raise ValueError(f"{path}: tensor {name!r} has dtype {entry['dtype']!r}; readable: "
+                       f"{sorted(_DTYPES)}.")
+    start, end = entry["data_offsets"]
+    out[name] = raw[body + start:body + end].view(_DTYPES[entry["dtype"]]).reshape(
+        entry["shape"])
+  return out
+
+
+def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
+                      metadata: Mapping[str, str] | None = None) -> None:
+  """Writes tensors (C order, little-endian) in the safetensors format, atomically."""
+  header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+  chunks, offset = [], 0
+  for name in sorted(tensors):
+    array = np.ascontiguousarray(tensors[name])
+    if array.dtype not in _NAMES:
+      raise ValueError(f"tensor {name!r}: dtype {array.dtype} cannot be written.")
+    data = array.tobytes()
+    header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape),
+                    "data_offsets": [offset, offset + len(data)]}
+    chunks.append(data)
+    offset += len(data)
+  text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+  text += b" " * (-len(text) % 8)  # The body starts 8-byte aligned.
+  fileio.write_atomic(path, len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+def read_weights(directory: str) -> dict[str, np.ndarray]:
+  """Every tensor of a checkpoint directory (one file or index-named shards)."""
+  index = os.path.join(directory, INDEX_NAME)
+  if os.path.exists(index):
+    with open(index, encoding="utf-8") as f:
+      files = sorted(set(json.load(f)["weight_map"].values()))
+  elif os.path.exists(os.path.join(directory, WEIGHTS_NAME)):
+    files = [WEIGHTS_NAME]
+  else:
+    raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME} or {INDEX_NAME} (only safetensors "
+                            "checkpoints are read; convert .bin files with transformers).")
+  tensors = {}
+  for name in files:
+    tensors.update(read_safetensors(os.path.join(directory, name)))
+  return tensors
+
+
+# ------------------------------------------------------------------------------ token ids
+@dataclasses.dataclass(frozen=True)
+class TokenMap:
+  """rest_jax id <-> checkpoint id: `to_hf[i]` is the checkpoint id of rest_jax id i."""
+  to_hf: np.ndarray
+
+  @staticmethod
+  def for_ids(vocab_size: int, eos_id: int, pad_id: int) -> "TokenMap":
+    if eos_id == pad_id:
+      raise ValueError(f"the padding id and eos_token_id are both {eos_id}: rest_jax needs two "
+                       "distinct ids; pass pad_id= (any token the policy never needs to emit).")
+    for name, value in (("eos_token_id", eos_id), ("pad id", pad_id)):
+      if not 0 <= value < vocab_size:
+        raise ValueError(f"{name}={value} is outside the vocabulary [0, {vocab_size}).")
+    to_hf = np.arange(vocab_size)
+    for ours, theirs in ((0, pad_id), (1, eos_id)):
+      where = int(np.flatnonzero(to_hf == theirs)[0])
+      to_hf[[ours, where]] = to_hf[[where, ours]]
+    return TokenMap(to_hf)
+
+  @property
+  def from_hf(self) -> np.ndarray:
+    inverse = np.empty_like(self.to_hf)
+    inverse[self.to_hf] = np.arange(len(self.to_hf))
+    return inverse
+
+  def encode(self, hf_ids) -> np.ndarray:
+    return self.from_hf[np.asarray(hf_ids)]
+
+  def decode(self, ids) -> np.ndarray:
+    return self.to_hf[np.asarray(ids)]
+
+
+# ------------------------------------------------------------------------------ configs
+def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
+  """The ModelConfig of a Llama/Qwen2 `config.json` (overrides: e.g. value_head, dtype)."""
+  family = hf.get("model_type")
+  if family not in FAMILIES:
+    raise ValueError(f"config.json: model_type={family!r} is not supported; supported: "
+                     f"{list(FAMILIES)}.")
+  if hf.get("hidden_act", "silu") != "silu":
+    raise ValueError(f"config.json: hidden_act={hf['hidden_act']!r}; only 'silu' is supported.")
+  scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+  if isinstance(scaling, dict):
+    scaling = scaling.get("rope_type", scaling.get("type"))
+  if scaling not in (None, "default"):
+    raise ValueError(f"config.json: rope scaling {scaling!r} is not supported (only plain "
+                     "rotary positions).")
+  if hf.get("use_sliding_window"):
+    raise ValueError("config.json: use_sliding_window=True is not supported (full attention "
+                     "only).")
+  rope = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10_000.0))
+  heads = hf["num_attention_heads"]
+  fields = dict(
+      vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_heads=heads,
+      d_ff=hf["intermediate_size"], num_encoder_layers=0,
+      num_decoder_layers=hf["num_hidden_layers"],
+      head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+      max_len=hf.get("max_position_embeddings", 2048), decoder_only=True,
+      activation="silu", layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6), norm="rmsnorm",
+      positions="rope", rope_theta=float(rope), mlp="gated",
+      num_kv_heads=hf.get("num_key_value_heads") or heads,
+      tie_embeddings=bool(hf.get("tie_word_embeddings", family == "qwen2")),
+      logits_scale="none",
+      attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
+def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
+               base: Mapping[str, Any] | None) -> dict:
+  hf = dict(base or {})
+  hf.update({
+      "model_type": family,
+      "architectures": ["LlamaForCausalLM" if family == "llama" else "Qwen2ForCausalLM"],
+      "vocab_size": config.vocab_size, "hidden_size": config.d_model,
+      "num_attention_heads": config.num_heads, "num_key_value_heads": config.resolved_kv_heads,
+      "intermediate_size": config.d_ff, "num_hidden_layers": config.num_decoder_layers,
+      "head_dim": config.resolved_head_dim, "max_position_embeddings": config.max_len,
+      "hidden_act": "silu", "rms_norm_eps": config.layer_norm_epsilon,
+      "rope_theta": config.rope_theta, "tie_word_embeddings": config.tie_embeddings,
+      "eos_token_id": int(token_map.to_hf[1]), "pad_token_id": int(token_map.to_hf[0])})
+  if family == "llama":
+    hf["attention_bias"] = config.attention_bias
+  return hf
+
+
+def check_exportable(config: ModelConfig) -> None:
+  wanted = dict(decoder_only=True, norm="rmsnorm", positions="rope", mlp="gated",
+                activation="silu", logits_scale="none")
+  wrong = {k: getattr(config, k) for k, v in wanted.items() if getattr(config, k) != v}
+  if wrong:
+    raise ValueError(f"export: the model is not a Llama/Qwen2-style decoder ({wrong}; needs "
+                     f"{wanted}).")
+
+
+# ------------------------------------------------------------------------------ weights
+def _layer_names(i: int) -> dict[str, str]:
+  p = f"model.layers.{i}."
+  return {"q": p + "self_attn.q_proj", "k": p + "self_attn.k_proj", "v": p + "self_attn.v_proj",
+          "o": p + "self_attn.o_proj.weight", "gate": p + "mlp.gate_proj.weight",
+          "up": p + "mlp.up_proj.weight", "down": p + "mlp.down_proj.weight",
+          "norm1": p + "input_layernorm.weight", "norm2": p + "post_attention_layernorm.weight"}
+
+
+def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token_map: TokenMap,
+                   dtype=np.float32) -> dict:
+  """rest_jax's parameter tree (without a value head) from a checkpoint's tensors."""
+  d, h, g, k = (config.d_model, config.num_heads, config.resolved_kv_heads,
+                config.resolved_head_dim)
+  used = set()
+
+  def get(name, shape):
+    if name not in tensors:
+      raise KeyError(f"checkpoint has no tensor {name!r}")
+    array = tensors[name]
+    if tuple(array.shape) != tuple(shape):
+      raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(array.shape)}; the "
+                       f"config needs {tuple(shape)}.")
+    used.add(name)
+    return np.asarray(array, dtype=np.float32)
+
+  def cast(x):
+    return np.ascontiguousarray(x).astype(dtype)
+
+  embed = get("model.embed_tokens.weight", (config.vocab_size, d))[token_map.to_hf]
+  params = {"embedding": cast(embed), "decoder_norm": {"scale": cast(get("model.norm.weight",
+                                                                         (d,)))}}
+  if not config.tie_embeddings:
+    head = get("lm_head.weight", (config.vocab_size, d))[token_map.to_hf]
+    params["output"] = cast(head.T)
+  for i in range(config.num_decoder_layers):
+    n = _layer_names(i)
+    attention = {
+        "query": cast(get(n["q"] + ".weight", (h * k, d)).T.reshape(d, h, k)),
+        "key": cast(get(n["k"] + ".weight", (g * k, d)).T.reshape(d, g, k)),
+        "value": cast(get(n["v"] + ".weight", (g * k, d)).T.reshape(d, g, k)),
+        "out": cast(get(n["o"], (d, h * k)).T.reshape(h, k, d))}
+    if config.attention_bias:
+      attention.update(query_bias=cast(get(n["q"] + ".bias", (h * k,)).reshape(h, k)),
+                       key_bias=cast(get(n["k"] + ".bias", (g * k,)).reshape(g, k)),
+                       value_bias=cast(get(n["v"] + ".bias", (g * k,)).reshape(g, k)))
+    params[f"decoder_{i}"] = {
+        "pre_self_attention_norm": {"scale": cast(get(n["norm1"], (d,)))},
+        "self_attention": attention,
+        "pre_mlp_norm": {"scale": cast(get(n["norm2"], (d,)))},
+        "mlp": {"wg": cast(get(n["gate"], (config.d_ff, d)).T),
+                "wi": cast(get(n["up"], (config.d_ff, d)).T),
+                "wo": cast(get(n["down"], (d, config.d_ff)).T)}}
+  ignored = sorted(set(tensors) - used - {"lm_head.weight"})
+  if ignored:
+    raise ValueError(f"checkpoint tensors not used by this config: {ignored[:5]}"
+                     f"{' ...' if len(ignored) > 5 else ''}")
+  return params
+
+
+def params_to_hf(params: Mapping[str, Any], config: ModelConfig, token_map: TokenMap,
+                 dtype=np.float32) -> dict[str, np.ndarray]:
+  """The checkpoint tensors of rest_jax parameters (the value head is not exported)."""
+  d, h, g, k = (config.d_model, config.num_heads, config.resolved_kv_heads,
+                config.resolved_head_dim)
+  fa = lambda x: np.asarray(x, dtype=np.float32)
+  back = token_map.from_hf  # Row r of the checkpoint matrix is rest_jax row back[r].
+  out = {"model.embed_tokens.weight": fa(params["embedding"])[back],
+         "model.norm.weight": fa(params["decoder_norm"]["scale"])}
+  if not config.tie_embeddings:
+    out["lm_head.weight"] = fa(params["output"]).T[back]
+  for i in range(config.num_decoder_layers):
+    n, layer = _layer_names(i), params[f"decoder_{i}"]
+    att, mlp = layer["self_attention"], layer["mlp"]
+    out[n["q"] + ".weight"] = fa(att["query"]).reshape(d, h * k).T
+    out[n["k"] + ".weight"] = fa(att["key"]).reshape(d, g * k).T
+    out[n["v"] + ".weight"] = fa(att["value"]).reshape(d, g * k).T
+    out[n["o"]] = fa(att["out"]).reshape(h * k, d).T
+    if config.attention_bias:
+      out[n["q"] + ".bias"] = fa(att["query_bias"]).reshape(h * k)
+      out[n["k"] + ".bias"] = fa(att["key_bias"]).reshape(g * k)
+      out[n["v"] + ".bias"] = fa(att["value_bias"]).reshape(g * k)
+    out[n["norm1"]] = fa(layer["pre_self_attention_norm"]["scale"])
+    out[n["norm2"]] = fa(layer["pre_mlp_norm"]["scale"])
+    out[n["gate"]] = fa(mlp["wg"]).T
+    out[n["up"]] = fa(mlp["wi"]).T
+    out[n["down"]] = fa(mlp["wo"]).T
+  return {name: np.ascontiguousarray(x).astype(dtype) for name, x in out.items()}
+
+
+# ------------------------------------------------------------------------------ entry points
+def read_config(directory: str) -> dict:
+  path = os.path.join(directory, CONFIG_NAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (a Hugging Face checkpoint "
+                            "directory has config.json and model.safetensors).")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None) -> TokenMap:
+  eos = hf.get("eos_token_id")
+  if isinstance(eos, list):
+    eos = eos[0]
+  if eos is None:
+    raise ValueError("config.json has no eos_token_id; rest_jax needs one to end samples.")
+  if pad_id is None:
+    pad_id = hf.get(TOKEN_MAP_KEY, {}).get("pad_id")
+  if pad_id is None:
+    pad_id = hf.get("pad_token_id")
+  if pad_id is None or pad_id == eos:
+    pad_id = hf.get("unk_token_id")
+  if pad_id is None:
+    raise ValueError("config.json names no pad_token_id or unk_token_id distinct from "
+                     "eos_token_id: pass pad_id= (a token the policy never needs to emit).")
+  return TokenMap.for_ids(hf["vocab_size"], int(eos), int(pad_id))
+
+
+def import_policy(directory: str, pad_id: int | None = None, dtype=np.float32, **overrides
+                  ) -> tuple[ModelConfig, dict, TokenMap]:
+  """(ModelConfig, parameters, TokenMap) of a Llama/Qwen2 checkpoint directory."""
+  hf = read_config(directory)
+  config = model_config_from_hf(hf, **overrides)
+  tensors = read_weights(directory)  # Memory-mapped: nothing is read until it is converted.
+  token_map = token_map_of(hf, pad_id)
+  return config, params_from_hf(tensors, config, token_map, dtype), token_map
+
+
+def export_policy(params: Mapping[str, Any], config: ModelConfig, token_map: TokenMap,
+                  directory: str, family: str = "llama", base_config: Mapping | None = None,
+                  dtype=np.float32) -> None:
+  """Writes config.json and model.safetensors for `transformers` (value head left out)."""
+  check_exportable(config)
+  if family not in FAMILIES:
+    raise ValueError(f"export: family={family!r}; supported: {list(FAMILIES)}.")
+  if family == "qwen2" and not config.attention_bias:
+    raise ValueError("export: Qwen2 checkpoints have q/k/v biases; the model has none "
+                     "(attention_bias=False): export as family='llama'.")
+  fileio.makedirs(directory)
+  hf = _hf_config(config, family, token_map, base_config)
+  hf[TOKEN_MAP_KEY] = {"pad_id": int(token_map.to_hf[0])}
+  write_safetensors(os.path.join(directory, WEIGHTS_NAME),
+                    params_to_hf(params, config, token_map, dtype), {"format": "pt"})
+  fileio.write_atomic(os.path.join(directory, CONFIG_NAME),
+                      (json.dumps(hf, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -1,0 +1,118 @@
+"""Hugging Face decoder-only checkpoints (Llama, Qwen2): logit and greedy parity with the
+reference `transformers` computed (tests/data/hf_tiny, made by scripts/make_hf_reference.py),
+exact import -> export -> import, and clear errors."""
+
+import json
+import os
+import shutil
+
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+
+import toy_setup
+from rest_jax import hf_checkpoints as hf
+from rest_jax import sampling
+from rest_jax.configs import SamplingConfig
+from rest_jax.models import Transformer
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "hf_tiny")
+FAMILIES = ("llama", "qwen2")
+
+
+def _imported(family):
+  config, params, token_map = hf.import_policy(os.path.join(DATA, family))
+  expected = dict(np.load(os.path.join(DATA, family, "expected.npz")))
+  return config, params, token_map, expected
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_equal_transformers(family):
+  config, params, token_map, expected = _imported(family)
+  assert (config.num_kv_heads, config.attention_bias, config.tie_embeddings) == (
+      (2, False, False) if family == "llama" else (2, True, True))
+  ids = token_map.encode(expected["ids"])
+  # Teacher forcing from a one-token prompt: position j predicts token j + 1, as in transformers.
+  logits = Transformer(config).apply({"params": params}, ids[:, :1], ids[:, 1:])
+  reference = expected["logits"][:, :-1][..., token_map.to_hf]  # Columns in rest_jax's order.
+  np.testing.assert_allclose(np.asarray(logits), reference, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_generation_equals_transformers(family):
+  config, params, token_map, expected = _imported(family)
+  model = Transformer(config)
+  mesh = toy_setup.mesh()
+  shardings = jax.tree_util.tree_map(lambda _: jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()), params)
+  sampler = sampling.make_sampler(model, SamplingConfig(max_decode_len=8, temperature=0.0),
+                                  mesh, shardings)
+  out = sampler(params, token_map.encode(expected["prompt"]), jax.random.PRNGKey(0))
+  ours = np.asarray(out.tokens)[:, 0]
+  theirs = token_map.encode(expected["greedy"])  # transformers pads after EOS with pad (-> 0).
+  theirs = np.pad(theirs, [(0, 0), (0, ours.shape[1] - theirs.shape[1])])
+  np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_import_export_import_is_exact(family, tmp_path):
+  config, params, token_map, _ = _imported(family)
+  hf.export_policy(params, config, token_map, str(tmp_path), family=family)
+  # The exported tensors are the checkpoint's, bit for bit (float32 reference).
+  original = hf.read_weights(os.path.join(DATA, family))
+  exported = hf.read_weights(str(tmp_path))
+  assert sorted(exported) == sorted(original)
+  for name, array in original.items():
+    np.testing.assert_array_equal(exported[name], array, err_msg=name)
+  config2, params2, token_map2 = hf.import_policy(str(tmp_path))
+  assert config2 == config
+  np.testing.assert_array_equal(token_map2.to_hf, token_map.to_hf)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert (saved["eos_token_id"], saved["pad_token_id"]) == (5, 7)
+
+
+def test_token_map_moves_pad_and_eos_into_place():
+  token_map = hf.TokenMap.for_ids(10, eos_id=0, pad_id=3)
+  assert token_map.to_hf[0] == 3 and token_map.to_hf[1] == 0
+  assert sorted(token_map.to_hf) == list(range(10))
+  ids = np.arange(10)
+  np.testing.assert_array_equal(token_map.decode(token_map.encode(ids)), ids)
+  with pytest.raises(ValueError, match="the padding id and eos_token_id are both 4"):
+    hf.TokenMap.for_ids(10, eos_id=4, pad_id=4)
+
+
+def test_safetensors_round_trip_with_bfloat16(tmp_path):
+  tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "b": np.linspace(-1, 1, 5).astype(ml_dtypes.bfloat16)}
+  path = str(tmp_path / "x.safetensors")
+  hf.write_safetensors(path, tensors, {"format": "pt"})
+  back = hf.read_safetensors(path)
+  assert back["b"].dtype == ml_dtypes.bfloat16
+  for name, array in tensors.items():
+    np.testing.assert_array_equal(back[name], array)
+
+
+def test_errors_name_the_problem(tmp_path):
+  directory = tmp_path / "ckpt"
+  shutil.copytree(os.path.join(DATA, "llama"), directory)
+  config = json.loads((directory / "config.json").read_text())
+  (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
+  with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
+                                       r"\['llama', 'qwen2'\]"):
+    hf.import_policy(str(directory))
+  (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
+  with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
+                                       r"\(48, 32\); the config needs \(64, 32\)"):
+    hf.import_policy(str(directory))
+  (directory / "config.json").write_text(json.dumps(dict(config, pad_token_id=None,
+                                                         eos_token_id=5)))
+  with pytest.raises(ValueError, match="pass pad_id="):
+    hf.import_policy(str(directory))
+  assert hf.import_policy(str(directory), pad_id=9)[2].to_hf[0] == 9
+  os.remove(directory / "model.safetensors")
+  with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+    hf.import_policy(str(directory))
+  with pytest.raises(ValueError, match="not a Llama/Qwen2-style decoder"):
+    hf.export_policy({}, toy_setup.toy_model(decoder_only=True).config, None, str(tmp_path))
