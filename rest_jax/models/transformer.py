@@ -85,10 +85,14 @@ class LayerNorm(nn.Module):
     scale = _param(self, "scale", nn.initializers.ones, (cfg.d_model,), ("embed",),
                    jnp.dtype(cfg.param_dtype))
     x32 = x.astype(jnp.float32)
-    if cfg.norm == "layernorm":
-      x32 = x32 - x32.mean(-1, keepdims=True)
-    var = jnp.square(x32).mean(-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+    if cfg.norm == "rmsnorm":
+      var = jnp.square(x32).mean(-1, keepdims=True)
+      y = x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+    else:  # Written as before the variants existed: the same ops give the same gradients bit
+      # for bit, so recorded runs reproduce exactly.
+      mean = x32.mean(-1, keepdims=True)
+      var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+      y = (x32 - mean) * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
     return y.astype(cfg.dtype)
 
 
