@@ -364,28 +364,26 @@ ALIASES: dict[str, tuple[str, dict[str, str]]] = {"cap": ("top_k", {"max_per_sou
 # ----------------------------------------------------------------------------- registry and specs
 
 
+def _check_parameter_names(name: str, fields: Sequence[str], params: Mapping[str, Any]) -> None:
+  unknown = sorted(set(params) - set(fields))
+  missing = [f for f in fields if f not in params]
+  if unknown or missing:
+    raise ValueError(f"{name} filter takes parameters {list(fields) or '(none)'}; got "
+                     f"{sorted(params)}" + (f" (unknown: {unknown})" if unknown else "")
+                     + (f" (missing: {missing})" if missing else ""))
+
+
 def make_filter(name: str, **params: Any) -> Filter:
   """Builds a registered filter by name, e.g. ``make_filter("threshold", tau=0.7)``."""
   if name in ALIASES:
     target, renamed = ALIASES[name]
-    unknown = sorted(set(params) - set(renamed))
-    missing = [p for p in renamed if p not in params]
-    if unknown or missing:
-      raise ValueError(f"{name} filter takes parameters {list(renamed)}; got {sorted(params)}"
-                       + (f" (unknown: {unknown})" if unknown else "")
-                       + (f" (missing: {missing})" if missing else ""))
+    _check_parameter_names(name, list(renamed), params)
     return make_filter(target, **{renamed[p]: _check_positive_int(name, p, v)
                                   for p, v in params.items()})
   if name not in FILTERS:
     raise ValueError(f"Unknown filter {name!r}; valid names: {sorted([*FILTERS, *ALIASES])}")
   cls = FILTERS[name]
-  fields = [f.name for f in dataclasses.fields(cls)]
-  unknown = sorted(set(params) - set(fields))
-  missing = [f for f in fields if f not in params]
-  if unknown or missing:
-    raise ValueError(f"{name} filter takes parameters {fields or '(none)'}; got {sorted(params)}"
-                     + (f" (unknown: {unknown})" if unknown else "")
-                     + (f" (missing: {missing})" if missing else ""))
+  _check_parameter_names(name, [f.name for f in dataclasses.fields(cls)], params)
   return cls(**params)
 
 
