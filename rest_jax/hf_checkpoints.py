@@ -83,7 +83,7 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
 def read_weights(directory: str) -> dict[str, np.ndarray]:
   """Every tensor of a checkpoint directory (one file or index-named shards)."""
   index = os.path.join(directory, INDEX_NAME)
-  if os.path.exists(index):
+  if os.path.exists(index):  # Weights are memory-mapped: a local directory.
     with open(index, encoding="utf-8") as f:
       files = sorted(set(json.load(f)["weight_map"].values()))
   elif os.path.exists(os.path.join(directory, WEIGHTS_NAME)):
@@ -286,11 +286,10 @@ def params_to_hf(params: Mapping[str, Any], config: ModelConfig, token_map: Toke
 # ------------------------------------------------------------------------------ entry points
 def read_config(directory: str) -> dict:
   path = os.path.join(directory, CONFIG_NAME)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (a Hugging Face checkpoint "
                             "directory has config.json and model.safetensors).")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(fileio.read_bytes(path))
 
 
 def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None) -> TokenMap:

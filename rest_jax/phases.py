@@ -86,10 +86,6 @@ def run_phases(num_grow_steps: int, improve_config: improve.ImproveConfig,
   return phases
 
 
-def _is_chief() -> bool:
-  return jax.process_index() == 0
-
-
 def report_phase(loop, phase: Phase, params, progress: train.PhaseProgress, fields: dict):
   """Evaluates and records a finished phase's policy (one row per split)."""
   if phase.kind == "online":  # Not a (Grow, Improve) point: listed after those, by name.
@@ -147,7 +143,7 @@ def run_grow(loop, phase: Phase, params) -> None:
   records = grown(loop, g)
   samples = records.reward[~records.is_original]
   logger.info("Grow %d: %d samples, mean reward %.3f.", g, len(samples), samples.mean())
-  if _is_chief():
+  if sharding_lib.is_chief():
     plot_histograms(loop)
 
 
@@ -190,7 +186,7 @@ def _regrow(loop, g, store, error):
         f"latest Grow step's is kept), so they cannot be regrown here; delete "
         f"{store.directory} and its later phases' checkpoints to redo it.") from error
   for path, reason in error.shards:
-    target = store.set_aside(path) if _is_chief() else path + grown_data.UNREADABLE_SUFFIX
+    target = store.set_aside(path) if sharding_lib.is_chief() else path + grown_data.UNREADABLE_SUFFIX
     logger.warning("Grown shard %s is unreadable (%s); set aside as %s and regrown.", path,
                    reason, target)
   sharding_lib.barrier(f"grow{g}_set_aside")
@@ -244,7 +240,7 @@ def run_improve(loop, index: int, phase: Phase, params, mid_meta) -> tuple[Any, 
   if data is None:
     message = filters.describe_empty(fres, i)
     logger.warning("%s", message)
-    if _is_chief():
+    if sharding_lib.is_chief():
       print(f"[{phase.name}] {message}")
     return params, cfg_i.on_empty == "stop"
   if cfg_i.mix_bc_data:
@@ -290,7 +286,7 @@ def run_online(loop, index: int, phase: Phase, params, mid_meta):
   make_state = lambda: loop.factory.start_phase(
       params, jnp.asarray(loop.total_steps, jnp.int32), tx, spec.init_params(loss_cfg), frozen)
   curve = online_lib.OnlineCurve(loop.workdir, 0 if mid_meta is None else
-                                 mid_meta["progress"]["step"], write=_is_chief())
+                                 mid_meta["progress"]["step"], write=sharding_lib.is_chief())
   start_score = None
   if mid_meta is None:  # The BC policy is the curve's first point and a best candidate.
     start_score = curve.record(0, cfg.samples_per_step, loop.validation_score(params))

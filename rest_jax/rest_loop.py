@@ -303,7 +303,6 @@ class _Loop:
                        "newest readable checkpoint.", e.directory, e.step, e.reason, moved)
 
   def _run_phases(self, stop_after_phase):
-    self.total_steps = 0
     index, params, mid_meta, self.total_steps = self.checkpoints.resume_point(
         self.abstract_params())
     if self._on_start is not None:  # Once: the configuration fits this workdir.

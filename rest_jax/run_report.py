@@ -19,12 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from rest_jax import evaluate, fileio, report
+from rest_jax import sharding as sharding_lib
 
 logger = logging.getLogger(__name__)
-
-
-def _is_chief() -> bool:
-  return jax.process_index() == 0
 
 
 class PhaseReporter:
@@ -46,9 +43,9 @@ class PhaseReporter:
     else:
       from rest_jax.rewards import registry  # pylint: disable=g-import-not-at-top
       self.reward = registry.reward_from_spec(eval_cfg.reward)
-    self.results = report.ResultsLog(workdir) if _is_chief() else None
+    self.results = report.ResultsLog(workdir) if sharding_lib.is_chief() else None
     self.tb = report.TensorBoardWriter(os.path.join(workdir, "tensorboard")) \
-        if _is_chief() else None
+        if sharding_lib.is_chief() else None
 
   def close(self):
     if self.tb is not None:
@@ -81,9 +78,9 @@ class PhaseReporter:
       if self.eval_cfg.pass_at_k:
         row.update(self._reasoning_metrics(params, examples))
       rows.append(row)
-      if _is_chief():
+      if sharding_lib.is_chief():
         write_samples(self.workdir, run_name, split, examples, hyps)
-    if not _is_chief():
+    if not sharding_lib.is_chief():
       return
     for row in rows:
       self.results.record(row)
@@ -118,7 +115,7 @@ class PhaseReporter:
 
   def finish(self) -> list[dict]:
     """Writes the reports once more and prints each split's table; returns the rows."""
-    if not _is_chief():
+    if not sharding_lib.is_chief():
       return []
     rows = self.results.rows
     self.write_reports()

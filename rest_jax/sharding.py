@@ -146,6 +146,11 @@ def local_to_host(array: jax.Array) -> np.ndarray:
   return to_host(array)[process_rows(array.shape[0])]
 
 
+def is_chief() -> bool:
+  """True in the process that writes results, plots and logs (process 0)."""
+  return jax.process_index() == 0
+
+
 def barrier(name: str) -> None:
   """Waits until every process reaches this point (no-op with one process)."""
   if jax.process_count() > 1:
