@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -197,6 +198,7 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
     shard_index = k * processes + me
     if all(store.has_shard(k * processes + p, num_shards) for p in range(processes)):
       continue
+    started = time.monotonic()
     start = k * per_shard
     chunk = list(examples[start:start + per_shard])
     sampled = [ex for j, ex in enumerate(chunk) if (start + j) * processes + me < to_sample]
@@ -213,7 +215,7 @@ def grow(grow_step: int, params: Any, policy_step: int, examples: Sequence[Any],
                               [ex.reference for ex in chunk])
     store.write_shard(shard_index, num_shards, _shard_records(
         chunk, tokens, logprobs, hyps, sample_rewards, ref_rewards, grow_step, policy_step,
-        config.seed, config.truncated_samples))
+        config.seed, config.truncated_samples), wall_s=time.monotonic() - started)
     written += 1
     finished = (tokens == EOS_ID).any(-1)
     truncated += int(finished.size - finished.sum())

@@ -9,6 +9,8 @@ depends only on (seed, grow step, shard index)), never duplicating records. A sh
 (truncated, garbled) makes `read_all` raise `UnreadableShardsError` naming it; the loop then sets
 it aside (`<shard>.unreadable`) and regrows just that shard. With several
 processes, shard k is written by process k % process_count; every process reads all shards.
+Beside each shard, `<shard>.wall_s` holds the seconds its sampling and scoring took (kept out of
+the shard so that its bytes depend on the seed only).
 
 Each record: source id, source tokens and text, sample tokens and text, per-token behaviour
 log-probs, reward, grow step, policy step, seed, sample index (-1 for the human reference of the
@@ -39,6 +41,7 @@ FORMAT_VERSION = 3
 UNREADABLE_SUFFIX = ".unreadable"
 _RAGGED = ("source_tokens", "sample_tokens", "behaviour_logprobs")
 _TEXT = ("source_text", "sample_text")
+WALL_SUFFIX = ".wall_s"  # <shard>.wall_s: the shard's sampling and scoring seconds.
 _SCALAR = ("source_id", "sample_index", "reward", "is_original", "grow_step", "policy_step",
            "seed")
 
@@ -166,7 +169,14 @@ class GrowStore:
   def has_shard(self, index: int, num_shards: int) -> bool:
     return fileio.exists(self.shard_path(index, num_shards))
 
-  def write_shard(self, index: int, num_shards: int, records: GrownRecords) -> None:
+  def write_shard(self, index: int, num_shards: int, records: GrownRecords,
+                  wall_s: float | None = None) -> None:
+    """`wall_s`: the seconds it took to sample and score the shard, kept beside it in
+    `<shard>.wall_s` (written first; see `wall_seconds`), so the shard's bytes stay a function
+    of the seed alone."""
+    path = self.shard_path(index, num_shards)
+    if wall_s is not None:
+      fileio.write_atomic(path + WALL_SUFFIX, f"{wall_s:.6f}\n".encode())
     arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(records, name)) for name in _SCALAR}
     for name, dtype in zip(_RAGGED, (np.int32, np.int32, np.float32)):
       arrays[name], arrays[name + "_len"] = _flatten(getattr(records, name), dtype)
@@ -174,7 +184,7 @@ class GrowStore:
       arrays[name], arrays[name + "_len"] = _encode_text(getattr(records, name))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    fileio.write_atomic(self.shard_path(index, num_shards), buffer.getvalue())
+    fileio.write_atomic(path, buffer.getvalue())
 
   def read_shard(self, path: str) -> GrownRecords:
     with np.load(io.BytesIO(fileio.read_bytes(path))) as z:
@@ -184,6 +194,25 @@ class GrowStore:
       for name in _TEXT:
         out[name] = _decode_text(z[name], z[name + "_len"])
     return GrownRecords(**out)
+
+  def wall_seconds(self) -> float | None:
+    """The Grow step's wall seconds: the shards' sampling and scoring times, where shards that
+    processes wrote side by side (k * P + p for p < P) count once, by the slowest. None if a
+    shard has no time (written before times were kept, or killed between the two writes)."""
+    files = self.shard_files()
+    if not files:
+      return None
+    processes = 1
+    if fileio.exists(self.manifest_path()):
+      processes = int(json.loads(fileio.read_bytes(self.manifest_path())).get("processes", 1))
+    rounds: dict[int, float] = {}
+    for f in files:
+      if not fileio.exists(f + WALL_SUFFIX):
+        return None
+      wall = float(fileio.read_bytes(f + WALL_SUFFIX))
+      k = int(os.path.basename(f).split("-")[1]) // processes
+      rounds[k] = max(rounds.get(k, 0.0), wall)
+    return sum(rounds.values())
 
   def set_aside(self, path: str) -> str:
     """Renames an unreadable shard out of the way (kept for inspection, no longer counted)."""

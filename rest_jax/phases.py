@@ -270,9 +270,21 @@ def run_improve(loop, index: int, phase: Phase, params, mid_meta) -> tuple[Any, 
       "loss": loss_name, "num_grown": int((~records.is_original).sum()),
       "num_kept": int(fres.num_kept), "threshold": fres.threshold_description,
       "num_trained": len(data),  # num_kept, plus BC's examples under mix_bc_data.
-      # Up to this Grow step, for comparisons with online RL per sample / reward call.
-      "samples_drawn": g * samples, "reward_calls": g * reward_calls})
+      # Up to this Grow step, for comparisons with online RL per sample / reward call / second.
+      "samples_drawn": g * samples, "reward_calls": g * reward_calls,
+      "wall_s": rest_wall_seconds(loop, g)})
   return best, False
+
+
+def rest_wall_seconds(loop, g: int) -> float | None:
+  """Wall seconds of ReST after BC up to now: Grow steps 1..g (sampling and scoring, from their
+  shards) and every training phase after BC (Improve rounds, value pretraining, with their
+  validation evaluations); not the reports' evaluations, as for the online phase's `wall_s`.
+  None when a Grow step's shards carry no times (grown before they recorded them)."""
+  grow_walls = [_store(loop, step).wall_seconds() for step in range(1, g + 1)]
+  if any(w is None for w in grow_walls):
+    return None
+  return sum(grow_walls) + loop.train_wall_s
 
 
 # ------------------------------------------------------------------------------ online

@@ -281,7 +281,10 @@ class _Loop:
     self._txs: dict[Any, Any] = {}
     self._steps: dict[Any, Any] = {}
     self._best_in_memory = None
+    # The loop's counters, kept in every checkpoint: optimizer steps of all phases, and wall
+    # seconds of the training phases after BC (Improve, value, online; Grow's are in its shards).
     self.total_steps = 0
+    self.train_wall_s = 0.0
 
   def close(self):
     self.checkpoints.close()
@@ -303,8 +306,8 @@ class _Loop:
                        "newest readable checkpoint.", e.directory, e.step, e.reason, moved)
 
   def _run_phases(self, stop_after_phase):
-    index, params, mid_meta, self.total_steps = self.checkpoints.resume_point(
-        self.abstract_params())
+    index, params, mid_meta, self.total_steps, self.train_wall_s = (
+        self.checkpoints.resume_point(self.abstract_params()))
     if self._on_start is not None:  # Once: the configuration fits this workdir.
       self._on_start()
       self._on_start = None
@@ -333,7 +336,7 @@ class _Loop:
       mid_meta = None
       index += 1
       if phase.kind != "grow":
-        self.checkpoints.save_policy(index, params, self.total_steps)
+        self.checkpoints.save_policy(index, params, self.total_steps, self.train_wall_s)
       if phase.name == stop_after_phase:
         break
       if index < len(self.phases) and preemption.stop_requested():
@@ -384,10 +387,18 @@ class _Loop:
       step_fn = wrap_step(step_fn)
     frozen = tuple(f for f in train_state.FROZEN_FIELDS if getattr(state, f) is not None)
     start_total = self.total_steps - progress.step
+    timed = phase.kind != "bc"
+    start_wall = self.train_wall_s - (progress.wall_s if timed else 0.0)
+
+    def count(prog):
+      self.total_steps = start_total + prog.step
+      if timed:
+        self.train_wall_s = start_wall + prog.wall_s
 
     def save_state(st, prog):
-      self.total_steps = start_total + prog.step
-      self.checkpoints.save_state(index, st, prog.to_json(), frozen, self.total_steps)
+      count(prog)
+      self.checkpoints.save_state(index, st, prog.to_json(), frozen, self.total_steps,
+                                  self.train_wall_s)
 
     def save_best(params, prog):
       self._best_in_memory = jax.tree_util.tree_map(jnp.copy, params)
@@ -406,7 +417,7 @@ class _Loop:
     rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), index)
     state, best, progress = train.train_phase(phase.name, state, step_fn, data, cfg, self.mesh,
                                               hooks, progress, rng, self.lengths, start_score)
-    self.total_steps = start_total + progress.step
+    count(progress)
     self._best_in_memory = None
     return best, progress
 

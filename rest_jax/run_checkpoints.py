@@ -45,11 +45,12 @@ class RunCheckpoints:
       c.close()
 
   # --------------------------------------------------------------------------- resume
-  def resume_point(self, abstract_params) -> tuple[int, Any, dict | None, int]:
-    """(phase index, policy params or None, mid-phase meta or None, total train steps)."""
+  def resume_point(self, abstract_params) -> tuple[int, Any, dict | None, int, float]:
+    """(phase index, policy params or None, mid-phase meta or None, total train steps, seconds
+    of training after BC)."""
     step = self.latest.latest_step()
     if step is None:
-      return 0, None, None, 0
+      return 0, None, None, 0, 0.0
     meta = self.latest.restore_meta(step)
     index = meta["phase_index"]
     done = meta.get("phases", [])[:index]
@@ -70,10 +71,11 @@ class RunCheckpoints:
           f"({', '.join(f'{k}: {saved_bc.get(k)} -> {self.bc_settings[k]}' for k in changed)}); "
           "a started BC phase cannot change. Restore those settings, or use a new --workdir "
           "(rest_loop.run.init_policy can start it from this workdir's BC policy).")
+    wall = float(meta.get("train_wall_s", 0.0))  # Absent in workdirs written before it.
     if meta["kind"] == "policy":
       params, _ = self.latest.restore(abstract_params, step)
-      return index, params, None, meta["total_steps"]
-    return index, None, meta, meta["total_steps"]
+      return index, params, None, meta["total_steps"], wall
+    return index, None, meta, meta["total_steps"], wall
 
   def set_aside_if_resume_point(self, error: checkpointing.UnreadableCheckpointError
                                 ) -> str | None:
@@ -84,21 +86,25 @@ class RunCheckpoints:
     return self.latest.set_aside(error.step)
 
   # ----------------------------------------------------------------------------- saves
-  def _meta(self, kind: str, index: int, total_steps: int, **extra) -> dict:
+  def _meta(self, kind: str, index: int, total_steps: int, train_wall_s: float,
+            **extra) -> dict:
     return {"kind": kind, "phase_index": index, **extra, "total_steps": total_steps,
+            "train_wall_s": train_wall_s,
             "fingerprint": self.fingerprint, "phases": self.phase_names,
             "bc_settings": self.bc_settings}
 
-  def save_policy(self, index: int, params, total_steps: int) -> None:
-    """The policy at the boundary before phase `index` (the resume point of a finished phase)."""
-    self.latest.save(index * PHASE_STRIDE, params, self._meta("policy", index, total_steps))
+  def save_policy(self, index: int, params, total_steps: int, train_wall_s: float) -> None:
+    """The policy at the boundary before phase `index` (the resume point of a finished phase).
+    `total_steps` and `train_wall_s` are the loop's counters (rest_loop._Loop)."""
+    self.latest.save(index * PHASE_STRIDE, params,
+                     self._meta("policy", index, total_steps, train_wall_s))
 
   def save_state(self, index: int, state, progress_json: dict, frozen: Sequence[str],
-                 total_steps: int) -> None:
+                 total_steps: int, train_wall_s: float) -> None:
     """A full mid-phase state of phase `index` and its loop position."""
     self.latest.save(index * PHASE_STRIDE + progress_json["step"], state,
-                     self._meta("state", index, total_steps, progress=progress_json,
-                                frozen=list(frozen)))
+                     self._meta("state", index, total_steps, train_wall_s,
+                                progress=progress_json, frozen=list(frozen)))
 
   def save_best(self, index: int, step: int, params, score: float) -> None:
     self.best.save(index * PHASE_STRIDE + step, params,

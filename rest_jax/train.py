@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from typing import Any, Callable
 
 import jax
@@ -255,6 +256,9 @@ class PhaseProgress:
   bad_evals: int = 0
   finished: bool = False
   evals: list = dataclasses.field(default_factory=list)  # [(step, score)]
+  # Seconds in train_phase (steps, evaluations, checkpoints); a resumed phase continues from its
+  # checkpoint's value, so the time between that checkpoint and a kill is not counted.
+  wall_s: float = 0.0
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
@@ -296,6 +300,7 @@ def train_phase(name: str, state, step_fn, data: batching.SequenceData,
   bar = tqdm.tqdm(total=config.max_steps, initial=progress.step, desc=name,
                   disable=jax.process_index() != 0)
   rows = sharding_lib.process_rows(config.batch_size)
+  clock = _PhaseClock(progress)
   while not progress.finished and progress.step < config.max_steps:
     step = progress.step
     batch = schedule.batch(step)
@@ -315,20 +320,33 @@ def train_phase(name: str, state, step_fn, data: batching.SequenceData,
             "this state is not saved. Lower the phase's OptimizerConfig.learning_rate (or check "
             "the data) and run the same command again: it resumes from the newest checkpoint.")
     if saved:
-      _evaluate_and_checkpoint(state, config, hooks, progress)
+      _evaluate_and_checkpoint(state, config, hooks, progress, clock)
     if preemption.stop_requested():
       if not saved:
+        clock.update()
         hooks.save_state(state, progress)
       bar.close()
       raise preemption.Preempted(f"{name}: stopped after step {progress.step} (checkpointed).")
   bar.close()
   progress.finished = True
+  clock.update()
   best = hooks.load_best() if progress.best_step >= 0 else state.params
   return state, best, progress
 
 
-def _evaluate_and_checkpoint(state, config, hooks, progress):
+class _PhaseClock:
+  """Keeps `progress.wall_s` = the wall seconds of a phase over all its (resumed) runs."""
+
+  def __init__(self, progress: PhaseProgress):
+    self.progress, self.start, self.base = progress, time.monotonic(), progress.wall_s
+
+  def update(self) -> None:
+    self.progress.wall_s = self.base + time.monotonic() - self.start
+
+
+def _evaluate_and_checkpoint(state, config, hooks, progress, clock):
   if hooks.evaluate is None:  # No selection (value pretraining): the last params are the result.
+    clock.update()
     hooks.save_state(state, progress)
     return
   score = hooks.evaluate(state.params)
@@ -342,4 +360,5 @@ def _evaluate_and_checkpoint(state, config, hooks, progress):
     logger.info("Early stopping at step %d (best %.2f at step %d).", progress.step,
                  progress.best_score, progress.best_step)
     progress.finished = True
+  clock.update()
   hooks.save_state(state, progress)

@@ -13,6 +13,11 @@ Reads each point's results.jsonl (the points come from <root>/sweep.json, writte
   final_reward_bars.png    final validation reward per value of --bar_axis (default: the 'loss'
                            axis if there is one, else the first), BC as a reference line
   best_of_n.png            Best-of-N curves of each final policy and BC, when rows carry them
+  sweep_cost.md            when rows carry costs (ReST after Grow, online RL): per group and run,
+                           the reported reward on every split with the paired change from BC,
+                           and samples drawn, reward calls and wall seconds after BC
+                           (rest_jax.cost_comparison), over seeds with a seed axis
+  reward_vs_cost.png       validation score against those three costs, ReST and online groups
 
 With a seed axis (an axis named 'seed', or --seed_axis), the points that differ only in their
 seed form a group, and the results over seeds are written as well:
@@ -42,7 +47,7 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rest_jax import report, sweeps  # noqa: E402  (after the path set-up above)
+from rest_jax import cost_comparison, report, sweeps  # noqa: E402  (after the path set-up above)
 
 TABLE_FIELDS = ("point", "status", "bc_reward", "final_run", "final_reward", "delta_reward",
                 "final_bleu", "final_chrf", "final_kept", "bc_test_bleu", "final_test_bleu",
@@ -55,7 +60,7 @@ def _step(row: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def collect(root: str, points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-  """[{name, axis_values, status, rows}] for each point, in sweep order."""
+  """[{name, axis_values, status, rows, workdir}] for each point, in sweep order."""
   out = []
   for point in points:
     workdir = os.path.join(root, point["name"])
@@ -64,7 +69,7 @@ def collect(root: str, points: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     if status == "not started" and rows:
       status = "incomplete"
     out.append({"name": point["name"], "axis_values": dict(point["axis_values"]),
-                "status": status, "rows": rows})
+                "status": status, "rows": rows, "workdir": workdir})
   return out
 
 
@@ -400,6 +405,16 @@ def aggregate(root: str, out: str | None = None, sweep_path: str | None = None,
     if any(s["split"] == "validation" for s in stats):
       written["reward_per_step_seeds"] = plot_seed_reward_per_step(
           stats, os.path.join(out, "reward_per_step_seeds.png"))
+  if cost_comparison.has_costs(results):
+    groups = (seed_groups(results, axes, seed_axis) if seed_axis is not None
+              else {r["name"]: [r] for r in results})
+    written["cost_markdown"] = os.path.join(out, "sweep_cost.md")
+    with open(written["cost_markdown"], "w", encoding="utf-8") as f:
+      f.write(cost_comparison.markdown(cost_comparison.table_rows(groups),
+                                       title or f"Sweep {root}"))
+    written["reward_vs_cost"] = cost_comparison.plot(
+        cost_comparison.series(groups), os.path.join(out, "reward_vs_cost.png"),
+        "change from BC: the run's reward on the validation subset")
   done = [r for r in results if r["status"] == "complete"]
   done_summaries = [s for s in summaries if s["status"] == "complete"]
   if done:
@@ -431,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except sweeps.SweepError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  for key in ("markdown", "seeds_markdown"):
+  for key in ("markdown", "seeds_markdown", "cost_markdown"):
     if key in written:
       with open(written[key], encoding="utf-8") as f:
         print(f.read())

@@ -121,3 +121,26 @@ def test_default_handles_truncated_samples_and_names_toy_defaults():
   assert grow.GrowConfig().truncated_samples == "zero_reward"
   doc = grow.GrowConfig.__doc__
   assert "Toy defaults" in doc and "N=100" in doc and "128 tokens" in doc
+
+
+def test_shards_record_their_wall_time(policy, tmp_path):
+  """Each shard stores its sampling-and-scoring seconds; the Grow step's time is their sum, with
+  shards that processes write side by side counted once (the slowest), and unknown (None) when
+  a shard predates the field."""
+  config, summary, records = _grow(policy, tmp_path, truncated_samples="keep")
+  store = grown_data.GrowStore(str(tmp_path / "keep"), 1)
+  assert summary.num_shards == 2
+  assert store.wall_seconds() > 0
+
+  fake = grown_data.GrowStore(str(tmp_path / "fake"), 1)
+  fake.ensure_manifest({"num_shards": 4, "processes": 2})
+  for index, seconds in enumerate([1.0, 3.0, 5.0, 2.0]):  # Rounds (0, 1) and (2, 3).
+    fake.write_shard(index, 4, records, wall_s=seconds)
+  assert fake.wall_seconds() == pytest.approx(3.0 + 5.0)
+  assert not any("wall" in name for name in np.load(fake.shard_path(0, 4)).files)
+  older = grown_data.GrowStore(str(tmp_path / "older"), 1)
+  older.ensure_manifest({"num_shards": 2, "processes": 1})
+  older.write_shard(0, 2, records, wall_s=1.0)
+  older.write_shard(1, 2, records)  # Without a time: the step's total is unknown.
+  assert older.wall_seconds() is None
+  assert grown_data.GrowStore(str(tmp_path / "empty"), 1).wall_seconds() is None

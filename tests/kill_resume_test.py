@@ -15,6 +15,7 @@ KILLS kills. REST_JAX_TORTURE_TRIALS / REST_JAX_TORTURE_KILLS make it longer and
 REST_JAX_TORTURE_SEED repeats a trial's choices (the seed and kill points are printed).
 """
 
+import csv
 import glob
 import json
 import os
@@ -86,12 +87,19 @@ def _watch(process, workdir, target=None, delay=0.0):
   return seen if target is None else False
 
 
+# Wall-clock seconds after BC (rows of Improve rounds): the one field a kill may change.
+TIMING_FIELDS = ("wall_s",)
+
+
 def _outputs(workdir):
-  """What must not depend on kills: the rows, the csv and every grown shard's bytes."""
+  """What must not depend on kills: the rows and the csv (but their wall times) and every grown
+  shard's bytes."""
   with open(os.path.join(workdir, "results.jsonl"), encoding="utf-8") as f:
-    rows = [json.loads(line) for line in f]
-  with open(os.path.join(workdir, "results.csv"), "rb") as f:
-    csv_bytes = f.read()
+    rows = [{k: v for k, v in json.loads(line).items() if k not in TIMING_FIELDS} for line in f]
+  with open(os.path.join(workdir, "results.csv"), encoding="utf-8", newline="") as f:
+    table = list(csv.reader(f))
+  keep = [i for i, name in enumerate(table[0]) if name not in TIMING_FIELDS]
+  csv_bytes = [[line[i] for i in keep] for line in table]
   shards = {}
   for path in sorted(glob.glob(os.path.join(workdir, "grown", "grow_*", "shard-*.npz"))):
     with open(path, "rb") as f:

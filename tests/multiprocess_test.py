@@ -64,7 +64,8 @@ def test_two_processes_match_one_process(tmp_path):
   shards = sorted(s for s in os.listdir(multi / "grown" / "grow_1") if s.startswith("shard-"))
   num = int(shards[0].split("-of-")[1].split(".")[0])
   assert num % 2 == 0 and num >= 2
-  assert shards == [f"shard-{i:05d}-of-{num:05d}.npz" for i in range(num)]
+  assert shards == sorted(f"shard-{i:05d}-of-{num:05d}.npz{suffix}" for i in range(num)
+                          for suffix in ("", ".wall_s"))  # Each shard and its sampling time.
   assert _rows(multi) == _rows(single)
   assert set(_rows(single)) == {("G0I0", "validation"), ("G0I0", "test"),
                                 ("G1I0", "validation"), ("G1I0", "test")}

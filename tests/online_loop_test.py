@@ -67,8 +67,8 @@ def test_tiny_online_run_resumes_mid_phase(tmp_path, monkeypatch):
 
   original = train._evaluate_and_checkpoint
 
-  def evaluate_then_crash(state, config, hooks, progress):
-    original(state, config, hooks, progress)
+  def evaluate_then_crash(state, config, hooks, progress, clock):
+    original(state, config, hooks, progress, clock)
     if config.batch_size == 8 and progress.step == 2:  # The online phase's first evaluation.
       raise _Killed()
 

@@ -123,8 +123,8 @@ def test_preempted_grow_keeps_its_shards_and_resumes_at_the_next_one(bc_referenc
   original_write = grown_data.GrowStore.write_shard
   written = []
 
-  def write_then_request(self, index, num_shards, records):
-    original_write(self, index, num_shards, records)
+  def write_then_request(self, index, num_shards, records, **kwargs):
+    original_write(self, index, num_shards, records, **kwargs)
     written.append(index)
     if len(written) == 2:
       preemption.request()

@@ -56,6 +56,9 @@ def test_tiny_g1_i2_run_for_each_loss(grown_workdir, tmp_path, loss):
   references = int(grown_data.GrowStore(str(workdir / "grown"), 1).read_all().is_original.sum())
   assert by_run[("G1I1", "test")]["samples_drawn"] == 64
   assert by_run[("G1I1", "test")]["reward_calls"] == 64 + references
+  # Wall seconds after BC: Grow step 1 (its shards' times), then each round's training on top.
+  grow_wall = grown_data.GrowStore(str(workdir / "grown"), 1).wall_seconds()
+  assert 0 < grow_wall < by_run[("G1I0", "test")]["wall_s"] < by_run[("G1I1", "test")]["wall_s"]
   assert os.path.exists(workdir / "results.md") and os.path.exists(workdir / "reward_per_step.png")
   assert os.path.exists(workdir / "reward_vs_chrf.png")
   # The value phase ran exactly for the losses that need a critic.

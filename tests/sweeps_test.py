@@ -11,7 +11,7 @@ import time
 import gin
 import pytest
 
-from rest_jax import main, report, sweeps
+from rest_jax import cost_comparison, main, report, sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SWEEP = os.path.join(REPO, "experiments", "sweeps", "tiny_loss_threshold.sweep")
@@ -129,10 +129,12 @@ def test_shipped_sweep_files_expand_and_validate():
     points = sweeps.expand(sweeps.load_sweep(path))
     configs = sweeps.check_points(points, SEARCH_PATHS)
     # A shipped sweep varies Improve settings only (one shared BC + Grow prefix), or repeats an
-    # experiment over seeds (one prefix per seed).
+    # experiment over seeds (one prefix per seed); online points have no Grow prefix.
     seeds = [a for a in sweeps.load_sweep(path).axes if a.name == "seed"]
     expected = len(seeds[0].labels) if seeds else 1
-    assert len({c.prefix_key for c in configs.values()}) == expected, name
+    keys = {c.prefix_key for c in configs.values()}
+    assert len(keys - {None}) == expected, name
+    assert (None in keys) == ("online" in name), name
   losses = sweeps.expand(sweeps.load_sweep(os.path.join(os.path.dirname(TINY_SWEEP),
                                                         "ding_loss_comparison.sweep")))
   assert [dict(p.axis_values)["loss"] for p in losses] == [
@@ -458,6 +460,62 @@ def test_aggregate_over_seeds_gives_mean_and_sample_std_per_group(tmp_path, caps
   assert aggregate_cli.main([f"--root={root}", "--seed_axis=lr"]) == 2
   assert "--seed_axis='lr' is not an axis of this sweep: ['loss', 'seed']" in (
       capsys.readouterr().err)
+
+
+def test_aggregate_compares_rest_and_online_per_cost_over_seeds(tmp_path, capsys):
+  """The shipped ReST-vs-online sweep's layout: per method, the paired change from each seed's
+  BC and the mean ± std of costs; online curves averaged per step."""
+  sweep_file = os.path.join(REPO, "experiments", "sweeps", "arith_rest_vs_online.sweep")
+  root = tmp_path / "sweep"
+  points = sweeps.expand(sweeps.load_sweep(sweep_file))
+  assert [p.name for p in points] == [f"method={m},seed={s}" for m in ("rest_em", "rloo")
+                                      for s in (0, 1, 2)]
+  for p in points:
+    seed, online = int(dict(p.axis_values)["seed"]), dict(p.axis_values)["method"] == "rloo"
+    workdir = root / p.name
+    log = report.ResultsLog(str(workdir))
+    bc = 40.0 + 10 * seed  # Seeds' BC policies differ a lot; the changes from BC do not.
+    for split, shift in (("validation", 0.0), ("test_l1", 5.0)):
+      log.record(_row("G0I0", split, bc + shift, early_stopping_reward=bc))
+    if online:
+      for split, shift in (("validation", 0.0), ("test_l1", 5.0)):
+        log.record({"run": "online_reinforce", "split": split, "mean_reward": bc + shift + seed,
+                    "early_stopping_reward": bc + 2, "samples_drawn": 512,
+                    "reward_calls": 512, "wall_s": 100.0 + seed})
+      with open(workdir / "online_curve.jsonl", "w") as f:
+        for step, gain in ((0, 0.0), (25, 1.0 + seed), (50, 2.0)):
+          f.write(json.dumps({"step": step, "samples_drawn": 256 * step // 25,
+                              "reward_calls": 256 * step // 25, "wall_s": 4.0 * step,
+                              "validation_reward": bc + gain}) + "\n")
+        f.write("garbled\n")
+    else:
+      for g in (1, 2):
+        for split, shift in (("validation", 0.0), ("test_l1", 5.0)):
+          log.record(_row(f"G{g}I0", split, bc + shift + 3 * g, early_stopping_reward=bc + 3 * g,
+                          samples_drawn=48 * g, reward_calls=54 * g,
+                          wall_s=None if seed == 2 else 50.0 * g + seed))
+  assert aggregate_cli.main([f"--root={root}", f"--sweep={sweep_file}",
+                             f"--out={tmp_path / 'out'}"]) == 0
+  printed = capsys.readouterr().out
+  text = (tmp_path / "out" / "sweep_cost.md").read_text()
+  assert text in printed
+  # Paired: the change from each seed's own BC (+6 every seed), not the spread of the BC scores.
+  assert "| method=rest_em | G2I0 | 3/3 | 56.00 ± 10.00 (+6.00 ± 0.00) | 61.00 ± 10.00 (+6.00 ± " \
+         "0.00) | 28.00 ± 5.00 | - | 96 | 108 | 100 ± 1 |" in text  # wall_s of seeds 0, 1 only.
+  assert "| method=rest_em | G0I0 | 3/3 | 50.00 ± 10.00 | 55.00 ± 10.00 |" in text
+  assert "| method=rloo | online_reinforce | 3/3 | 51.00 ± 11.00 (+1.00 ± 1.00) |" in text
+  assert text.index("| method=rest_em | G1I0") < text.index("| method=rest_em | G2I0") < (
+      text.index("| method=rloo | G0I0")) < text.index("| method=rloo | online_reinforce")
+  groups = aggregate_cli.seed_groups(aggregate_cli.collect(str(root), [
+      p.to_json() for p in points]), ["method", "seed"], "seed")
+  rest, rloo = cost_comparison.series(groups)
+  assert (rest["kind"], [p["run"] for p in rest["points"]]) == ("rest", ["G0I0", "G1I0", "G2I0"])
+  assert rest["points"][2]["score"] == pytest.approx((6.0, 0.0, 3))
+  assert rest["points"][2]["wall_s"] == pytest.approx((100.5, math.sqrt(0.5), 2))
+  assert rloo["kind"] == "online" and len(rloo["points"]) == 3
+  assert rloo["points"][1]["score"] == pytest.approx((2.0, 1.0, 3))  # Gains 1, 2, 3 at step 25.
+  assert rloo["points"][1]["samples_drawn"] == pytest.approx((256.0, 0.0, 3))
+  _assert_png(tmp_path / "out" / "reward_vs_cost.png")
 
 
 def test_aggregate_needs_a_sweep_root(tmp_path, capsys):
