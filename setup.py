@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "seqio>=0.0.19",
     "sacrebleu>=2.4.0",
     "sentencepiece>=0.2.0",
+    "tokenizers>=0.15",  # Tokenizers of Hugging Face checkpoints (init_policy="hf=DIR").
     "numpy>=1.26",
     "tqdm>=4.66",
     "matplotlib>=3.8",

@@ -39,6 +39,7 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", \
     "model.safetensors.index.json"
 TOKEN_MAP_KEY = "rest_jax_token_map"
+HF_PREFIX = "hf="  # rest_loop.run.init_policy = 'hf=DIR'.
 
 
 # ------------------------------------------------------------------------------ safetensors
@@ -162,6 +163,12 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
       tie_embeddings=bool(hf.get("tie_word_embeddings", family == "qwen2")),
       logits_scale="none",
       attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
+  changed = sorted(k for k, v in overrides.items() if k in fields and fields[k] != v)
+  if changed:
+    raise ValueError(f"model_overrides {changed} would change the architecture of the "
+                     f"checkpoint's config.json ({ {k: fields[k] for k in changed} }); only "
+                     "fields it does not set may be overridden (e.g. dtype, param_dtype, "
+                     "dropout_rate).")
   fields.update(overrides)
   return ModelConfig(**fields)
 
@@ -203,13 +210,17 @@ def _layer_names(i: int) -> dict[str, str]:
 
 
 def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token_map: TokenMap,
-                   dtype=np.float32) -> dict:
-  """rest_jax's parameter tree (without a value head) from a checkpoint's tensors."""
+                   dtype=np.float32, lazy: bool = False) -> dict:
+  """rest_jax's parameter tree (without a value head) from a checkpoint's tensors.
+
+  Every tensor's name and shape is checked first, without reading any weights. With `lazy`,
+  each leaf is a function that reads and converts that one parameter when called (so a loader
+  can place parameters on their devices one at a time, `load_sharded`)."""
   d, h, g, k = (config.d_model, config.num_heads, config.resolved_kv_heads,
                 config.resolved_head_dim)
   used = set()
 
-  def get(name, shape):
+  def get(name, shape):  # Checks only: the (memory-mapped) data is read by the leaf.
     if name not in tensors:
       raise KeyError(f"checkpoint has no tensor {name!r}")
     array = tensors[name]
@@ -217,35 +228,38 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token
       raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(array.shape)}; the "
                        f"config needs {tuple(shape)}.")
     used.add(name)
-    return np.asarray(array, dtype=np.float32)
+    return array
 
-  def cast(x):
-    return np.ascontiguousarray(x).astype(dtype)
+  def leaf(array, convert=lambda x: x):
+    def read():
+      return np.ascontiguousarray(convert(np.asarray(array, dtype=np.float32))).astype(dtype)
+    return read if lazy else read()
 
-  embed = get("model.embed_tokens.weight", (config.vocab_size, d))[token_map.to_hf]
-  params = {"embedding": cast(embed), "decoder_norm": {"scale": cast(get("model.norm.weight",
-                                                                         (d,)))}}
+  rows = lambda x: x[token_map.to_hf]  # Vocabulary rows into rest_jax's id order.
+  params = {"embedding": leaf(get("model.embed_tokens.weight", (config.vocab_size, d)), rows),
+            "decoder_norm": {"scale": leaf(get("model.norm.weight", (d,)))}}
   if not config.tie_embeddings:
-    head = get("lm_head.weight", (config.vocab_size, d))[token_map.to_hf]
-    params["output"] = cast(head.T)
+    params["output"] = leaf(get("lm_head.weight", (config.vocab_size, d)), lambda x: rows(x).T)
+  heads = lambda n: lambda x: x.T.reshape(d, n, k)
   for i in range(config.num_decoder_layers):
     n = _layer_names(i)
     attention = {
-        "query": cast(get(n["q"] + ".weight", (h * k, d)).T.reshape(d, h, k)),
-        "key": cast(get(n["k"] + ".weight", (g * k, d)).T.reshape(d, g, k)),
-        "value": cast(get(n["v"] + ".weight", (g * k, d)).T.reshape(d, g, k)),
-        "out": cast(get(n["o"], (d, h * k)).T.reshape(h, k, d))}
+        "query": leaf(get(n["q"] + ".weight", (h * k, d)), heads(h)),
+        "key": leaf(get(n["k"] + ".weight", (g * k, d)), heads(g)),
+        "value": leaf(get(n["v"] + ".weight", (g * k, d)), heads(g)),
+        "out": leaf(get(n["o"], (d, h * k)), lambda x: x.T.reshape(h, k, d))}
     if config.attention_bias:
-      attention.update(query_bias=cast(get(n["q"] + ".bias", (h * k,)).reshape(h, k)),
-                       key_bias=cast(get(n["k"] + ".bias", (g * k,)).reshape(g, k)),
-                       value_bias=cast(get(n["v"] + ".bias", (g * k,)).reshape(g, k)))
+      attention.update(
+          query_bias=leaf(get(n["q"] + ".bias", (h * k,)), lambda x: x.reshape(h, k)),
+          key_bias=leaf(get(n["k"] + ".bias", (g * k,)), lambda x: x.reshape(g, k)),
+          value_bias=leaf(get(n["v"] + ".bias", (g * k,)), lambda x: x.reshape(g, k)))
     params[f"decoder_{i}"] = {
-        "pre_self_attention_norm": {"scale": cast(get(n["norm1"], (d,)))},
+        "pre_self_attention_norm": {"scale": leaf(get(n["norm1"], (d,)))},
         "self_attention": attention,
-        "pre_mlp_norm": {"scale": cast(get(n["norm2"], (d,)))},
-        "mlp": {"wg": cast(get(n["gate"], (config.d_ff, d)).T),
-                "wi": cast(get(n["up"], (config.d_ff, d)).T),
-                "wo": cast(get(n["down"], (d, config.d_ff)).T)}}
+        "pre_mlp_norm": {"scale": leaf(get(n["norm2"], (d,)))},
+        "mlp": {"wg": leaf(get(n["gate"], (config.d_ff, d)), np.transpose),
+                "wi": leaf(get(n["up"], (config.d_ff, d)), np.transpose),
+                "wo": leaf(get(n["down"], (d, config.d_ff)), np.transpose)}}
   ignored = sorted(set(tensors) - used - {"lm_head.weight"})
   if ignored:
     raise ValueError(f"checkpoint tensors not used by this config: {ignored[:5]}"
@@ -292,6 +306,29 @@ def read_config(directory: str) -> dict:
   return json.loads(fileio.read_bytes(path))
 
 
+def init_directory(init_policy: Any) -> str | None:
+  """The directory of `rest_loop.run.init_policy='hf=DIR'`, checked to hold a checkpoint (its
+  config, weights and tokenizer); None for any other init_policy."""
+  if not isinstance(init_policy, str) or not init_policy.startswith(HF_PREFIX):
+    return None
+  directory = os.path.expanduser(init_policy[len(HF_PREFIX):])
+  where = f"run.init_policy={init_policy!r}"
+  if not directory or not fileio.exists(directory):
+    raise ValueError(f"{where}: no such directory (expected 'hf=DIR', a Hugging Face checkpoint "
+                     f"directory with {CONFIG_NAME}, {WEIGHTS_NAME} and a tokenizer).")
+  missing = [name for name, present in (
+      (CONFIG_NAME, fileio.exists(os.path.join(directory, CONFIG_NAME))),
+      (f"{WEIGHTS_NAME} or {INDEX_NAME}", any(fileio.exists(os.path.join(directory, n))
+                                              for n in (WEIGHTS_NAME, INDEX_NAME))),
+      ("tokenizer.json or tokenizer.model", any(
+          fileio.exists(os.path.join(directory, n)) for n in ("tokenizer.json",
+                                                              "tokenizer.model"))))
+             if not present]
+  if missing:
+    raise ValueError(f"{where}: {directory} has no {', no '.join(missing)}.")
+  return directory if fileio.is_remote(directory) else fileio.abspath(directory)
+
+
 def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None) -> TokenMap:
   eos = hf.get("eos_token_id")
   if isinstance(eos, list):
@@ -318,6 +355,42 @@ def import_policy(directory: str, pad_id: int | None = None, dtype=np.float32, *
   tensors = read_weights(directory)  # Memory-mapped: nothing is read until it is converted.
   token_map = token_map_of(hf, pad_id)
   return config, params_from_hf(tensors, config, token_map, dtype), token_map
+
+
+def load_sharded(directory: str, config: ModelConfig, abstract_params: Any,
+                 token_map: TokenMap, seed: int = 0) -> Any:
+  """The checkpoint's parameters placed as `abstract_params` (the policy's ShapeDtypeStructs
+  with shardings, value head included) — how a run starts from `init_policy='hf=DIR'`.
+
+  One parameter is read and converted at a time, and each device receives only its shard
+  (`jax.make_array_from_callback`; on several hosts each host builds only its devices' shards),
+  so host memory peaks at about the largest tensor, not the whole model. The value head, which
+  no Hugging Face checkpoint has, is initialised as the Transformer initialises it (seeded by
+  `seed`). `token_map`: the run's vocabulary's (rest_jax.data.hf_vocab)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  lazy = params_from_hf(read_weights(directory), config, token_map, lazy=True)
+  if config.value_head:
+    d = config.d_model
+    hidden = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
+                                                  out_axis=1)
+    lazy.update(value_hidden=lambda: np.asarray(hidden(jax.random.PRNGKey(seed), (d, d))),
+                value_out=lambda: np.zeros((d,), np.float32),
+                value_bias=lambda: np.zeros((), np.float32))
+  ours = jax.tree_util.tree_structure(jax.tree_util.tree_map(lambda _: 0, abstract_params))
+  theirs = jax.tree_util.tree_structure(jax.tree_util.tree_map(lambda _: 0, lazy))
+  if ours != theirs:
+    raise ValueError(f"{directory}: the imported parameters do not match the policy's "
+                     f"(checkpoint: {theirs}; policy: {ours}).")
+
+  def place(read, target):
+    array = read()
+    if tuple(array.shape) != tuple(target.shape):
+      raise ValueError(f"{directory}: an imported parameter has shape {array.shape}, the "
+                       f"policy's {target.shape}.")
+    array = array.astype(target.dtype)
+    return jax.make_array_from_callback(array.shape, target.sharding, lambda index: array[index])
+
+  return jax.tree_util.tree_map(place, lazy, abstract_params)
 
 
 def export_policy(params: Mapping[str, Any], config: ModelConfig, token_map: TokenMap,

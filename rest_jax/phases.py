@@ -100,20 +100,19 @@ def report_phase(loop, phase: Phase, params, progress: train.PhaseProgress, fiel
 def run_bc(loop, index: int, mid_meta: dict | None):
   """Behaviour cloning on the human data; with `init_policy` it loads (or fine-tunes) that."""
   phase = loop.phases[index]
-  if loop.init_dir is not None and loop.init_policy_mode == "load":
+  if loop.has_init_policy and loop.init_policy_mode == "load":
     return _load_init_policy(loop, phase)
   spec = loss_registry.get_loss("bc")
   tx = loop.tx(loop.bc_cfg.optimizer)
   make_state = lambda: loop.factory.create(jax.random.PRNGKey(loop.seed), tx)
-  if loop.init_dir is not None:  # Fine-tune: the saved parameters, a fresh optimizer.
-    make_state = lambda: loop.factory.start_phase(
-        checkpointing.restore_params(loop.init_dir, loop.init_step, loop.abstract_params()),
-        jnp.zeros((), jnp.int32), tx)
+  if loop.has_init_policy:  # Fine-tune: the saved parameters, a fresh optimizer.
+    make_state = lambda: loop.factory.start_phase(loop.init_params(), jnp.zeros((), jnp.int32),
+                                                  tx)
   data = loop.bc_data
   params, progress = loop.train(index, phase, make_state, tx, spec, loop.bc_loss_config, data,
                                 loop.bc_cfg, mid_meta, None,
                                 lambda p: loop.validation_score(p, loop.bc_selection_metric))
-  loop.checkpoints.save_bc(params, progress.best_score, loop.init_dir)
+  loop.checkpoints.save_bc(params, progress.best_score, loop.init_policy_name)
   loop.bc_params = params
   report_phase(loop, phase, params, progress, {"loss": "bc", "num_grown": 0,
                                                "num_kept": len(data)})
@@ -122,12 +121,12 @@ def run_bc(loop, index: int, mid_meta: dict | None):
 
 def _load_init_policy(loop, phase):
   """The BC phase of a run that starts from a saved policy: load, record, evaluate."""
-  params = checkpointing.restore_params(loop.init_dir, loop.init_step, loop.abstract_params())
-  logging.info("BC phase: starting from the saved policy %s/%d", loop.init_dir, loop.init_step)
+  params = loop.init_params()
+  logging.info("BC phase: starting from the saved policy %s", loop.init_policy_name)
   progress = train.PhaseProgress()
   progress.best_score = loop.validation_score(params, loop.bc_selection_metric)
   progress.best_step = 0
-  loop.checkpoints.save_bc(params, progress.best_score, loop.init_dir)
+  loop.checkpoints.save_bc(params, progress.best_score, loop.init_policy_name)
   loop.bc_params = params
   report_phase(loop, phase, params, progress, {"loss": "pretrained", "num_grown": 0,
                                                "num_kept": 0})

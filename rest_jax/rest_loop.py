@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from rest_jax import batching, checkpointing, configs, evaluate, fileio, grow as grow_lib
-from rest_jax import grown_data, improve, optim, phases as phases_lib, preemption
+from rest_jax import grown_data, hf_checkpoints, improve, optim, phases as phases_lib, preemption
 from rest_jax import pretrained_policies, run_checkpoints, run_report, train, train_state
 from rest_jax import sharding as sharding_lib
 from rest_jax import online as online_lib
@@ -75,6 +75,9 @@ class DataConfig:
   # answers only (e.g. the `arith` task's "grow") is larger than its worked solutions; its
   # references are bare answers, so Improve rounds should drop them (original_data='drop').
   grow_split: str = "train"
+  # Tokenize the task with this vocabulary spec instead of its own (rest_jax.data.vocab, e.g.
+  # 'hf=DIR'); a run with init_policy='hf=DIR' uses that checkpoint's tokenizer when this is None.
+  vocabulary: str | None = None
 
   def __post_init__(self):
     for field in ("max_source_len", "max_target_len", "early_stopping_examples",
@@ -92,6 +95,10 @@ class DataConfig:
       raise ValueError(f"DataConfig.bc_extra_splits={extra!r} is invalid: expected a tuple of "
                        "split names other than 'train' and 'validation', e.g. ('train_terms',)")
     object.__setattr__(self, "bc_extra_splits", tuple(extra))
+    if self.vocabulary is not None and (not isinstance(self.vocabulary, str)
+                                        or not self.vocabulary):
+      raise ValueError(f"DataConfig.vocabulary={self.vocabulary!r} is invalid: expected None "
+                       "(the task's own) or a vocabulary spec such as 'hf=/path/to/checkpoint'.")
 
 
 def _check_test_splits(splits: Any) -> tuple[str, ...]:
@@ -150,18 +157,36 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's. With
   `init_policy_mode='finetune'` BC trains as configured but starts from that policy's parameters
   (a fresh optimizer), which continues a BC policy on a new machine or new data.
+  `init_policy='hf=DIR'` starts from a Hugging Face checkpoint directory (Llama/Qwen2
+  config.json + safetensors + tokenizer; rest_jax.hf_checkpoints): the model is the
+  checkpoint's architecture (`model_preset` is not used; `model_overrides` may set non-shape
+  fields such as dtype or dropout_rate), the task is tokenized with the checkpoint's tokenizer
+  (DataConfig.vocabulary), and a fresh value head is added.
   """
   if task is not None:
     data = dataclasses.replace(data, task=task)
   if not isinstance(num_grow_steps, int) or num_grow_steps < 0:
     raise ValueError(f"run.num_grow_steps={num_grow_steps!r} is invalid: expected an integer "
                      ">= 0.")
-  model_config(model_preset, 8, **dict(model_overrides or {}))  # Validates before loading data.
+  hf_dir = hf_checkpoints.init_directory(init_policy)
+  if hf_dir is not None:  # The checkpoint's architecture; config errors surface here.
+    hf_model = hf_checkpoints.model_config_from_hf(hf_checkpoints.read_config(hf_dir),
+                                                   **dict(model_overrides or {}))
+    if data.vocabulary is None:
+      data = dataclasses.replace(data, vocabulary=f"hf={hf_dir}")
+    elif data.vocabulary != f"hf={hf_dir}":
+      raise ValueError(f"DataConfig.vocabulary={data.vocabulary!r} with run.init_policy="
+                       f"{init_policy!r}: a run started from a Hugging Face checkpoint tokenizes "
+                       "with its tokenizer; leave DataConfig.vocabulary unset.")
+  else:
+    hf_model = None
+    model_config(model_preset, 8, **dict(model_overrides or {}))  # Validates before loading.
   bc_loss_config = loss_registry.make_config("bc", **dict(bc_loss_overrides or {}))
   if bc_selection_metric not in SELECTION_METRICS:
     raise ValueError(f"run.bc_selection_metric={bc_selection_metric!r} is invalid; allowed: "
                      f"{list(SELECTION_METRICS)}.")
-  init_dir = None if init_policy is None else pretrained_policies.resolve(init_policy)
+  init_dir = (None if init_policy is None or hf_dir is not None
+              else pretrained_policies.resolve(init_policy))
   if init_policy_mode not in INIT_POLICY_MODES:
     raise ValueError(f"run.init_policy_mode={init_policy_mode!r} is invalid; allowed: "
                      f"{list(INIT_POLICY_MODES)}.")
@@ -181,7 +206,8 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
         "data) or 'drop', or a reference-free reward (e.g. 'learned:...').")
   loop = _Loop(workdir, phases, data, model_preset, dict(model_overrides or {}), mesh, bc,
                grow, improve_config, evaluation, reward_fn, seed, bc_loss_config,
-               bc_selection_metric, init_dir, init_policy_mode, online=online)
+               bc_selection_metric, init_dir, init_policy_mode, online=online,
+               hf_dir=hf_dir, hf_model=hf_model)
   try:
     return loop.run(stop_after_phase, on_start)
   finally:
@@ -194,7 +220,8 @@ class _Loop:
 
   def __init__(self, workdir, phases, data_cfg, preset, overrides, mesh_cfg, bc_cfg, grow_cfg,
                improve_cfg, eval_cfg, reward, seed, bc_loss_config, bc_selection_metric,
-               init_dir=None, init_policy_mode="load", online=None):
+               init_dir=None, init_policy_mode="load", online=None, hf_dir=None,
+               hf_model=None):
     # Imported here so that config errors above surface before TensorFlow/seqio start.
     from rest_jax.data import pipeline
 
@@ -206,6 +233,11 @@ class _Loop:
     self.reward = reward
     fileio.makedirs(self.workdir)
 
+    if data_cfg.vocabulary is not None:  # The task, tokenized with another vocabulary.
+      from rest_jax.data import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+      data_cfg = dataclasses.replace(
+          data_cfg, task=tasks_lib.with_vocabulary(data_cfg.task, data_cfg.vocabulary))
+      self.data_cfg = data_cfg
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     splits = pipeline.get_task(data_cfg.task).splits
     if data_cfg.grow_split not in splits:
@@ -223,12 +255,21 @@ class _Loop:
         data_cfg.task, split, max_examples=limit, **lengths, **kw)
     self._load_split = load
     self.init_dir, self.init_step, self.init_policy_mode = init_dir, None, init_policy_mode
+    self.hf_dir = hf_dir
+    if hf_model is not None:
+      model_cfg = dataclasses.replace(hf_model, value_head=True)
+      if model_cfg.vocab_size != self.vocab.vocab_size:
+        raise ValueError(f"run.init_policy='hf={hf_dir}': the checkpoint has "
+                         f"{model_cfg.vocab_size} embedding rows, its tokenizer's vocabulary "
+                         f"{self.vocab.vocab_size} ids.")
+    else:
+      model_cfg = model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True))
     self.online_cfg = online
     if init_dir is not None:  # Checked before the training data loads.
       self.init_step, meta = pretrained_policies.read_meta(init_dir)
       pretrained_policies.check_compatible(
           init_dir, meta,
-          model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True)),
+          model_cfg,
           lambda task: task == data_cfg.task or pipeline.get_task_vocabulary(task) == self.vocab)
     self.train_examples = load("train", data_cfg.max_train_examples)
     # A separate Grow split holds problems only Grow uses: just its first max_sources are read.
@@ -243,8 +284,7 @@ class _Loop:
 
     # The loop's policy always carries the (small) value head, so runs that differ only in their
     # Improve losses can share the BC and Grow phases of one workdir (loss sweeps).
-    self.model = Transformer(model_config(preset, self.vocab.vocab_size,
-                                          **dict(overrides, value_head=True)))
+    self.model = Transformer(model_cfg)
     longest = lambda seqs: max((len(x) for x in seqs), default=1)
     self.lengths = (batching.round_up(longest([e.inputs for e in self.train_examples
                                                + self.grow_pool]), 8),
@@ -270,7 +310,8 @@ class _Loop:
         "train": dataclasses.asdict(bc_cfg), "loss": repr(bc_loss_config),
         "selection_metric": bc_selection_metric,
         # The policy's folder name, not its path: a workdir may resume on another machine.
-        "init_policy": init_dir and os.path.basename(os.path.normpath(init_dir)),
+        "init_policy": (init_dir or hf_dir) and os.path.basename(
+            os.path.normpath(init_dir or hf_dir)),
         "init_policy_mode": init_policy_mode, "bc_extra_splits": list(data_cfg.bc_extra_splits),
         "bc_train_repeats": data_cfg.bc_train_repeats}, default=str))
     self.checkpoints = run_checkpoints.RunCheckpoints(
@@ -347,6 +388,22 @@ class _Loop:
   # ------------------------------------------------------------- what the phases share
   def abstract_params(self):
     return self.factory.abstract_state(self.tx(self.bc_cfg.optimizer))[0].params
+
+  @property
+  def has_init_policy(self) -> bool:
+    return self.init_dir is not None or self.hf_dir is not None
+
+  def init_params(self):
+    """The parameters of `init_policy`, placed on the mesh: a saved policy checkpoint, or a
+    Hugging Face checkpoint imported shard by shard (with a fresh value head)."""
+    if self.hf_dir is not None:
+      return hf_checkpoints.load_sharded(self.hf_dir, self.model.config, self.abstract_params(),
+                                         self.vocab.token_map, seed=self.seed)
+    return checkpointing.restore_params(self.init_dir, self.init_step, self.abstract_params())
+
+  @property
+  def init_policy_name(self) -> str | None:
+    return self.init_dir if self.hf_dir is None else f"hf={self.hf_dir}"
 
   def tx(self, optimizer_config: configs.OptimizerConfig, duals: bool = False):
     """The phase's optimizer; losses with dual variables give them their own Adam."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import seqio
@@ -105,6 +106,28 @@ def _add_task(name: str, description: str, overwrite: bool, **task_kwargs) -> se
   task = seqio.TaskRegistry.add(name, metric_fns=[], **task_kwargs)
   _REST_TASKS[name] = description
   return task
+
+
+def with_vocabulary(task_name: str, spec: str) -> str:
+  """The name of a copy of a registered task that tokenizes with the vocabulary `spec` (e.g.
+  'hf=DIR', a pretrained checkpoint's tokenizer): same data source, preprocessors and splits,
+  registered as '<task>.vocab_<label>' where the label is the spec's file or folder name (so a
+  workdir resumed where the folder has another path keeps its task name)."""
+  if task_name not in seqio.TaskRegistry.names():
+    raise ValueError(f"unknown task {task_name!r}; registered rest_jax tasks: "
+                     f"{', '.join(registered_task_names())}")
+  vocabulary = vocab_lib.get_vocabulary(spec)  # A missing file fails here, before any reading.
+  target = spec.split("=", 1)[1] if spec.startswith("hf=") else spec
+  label = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.normpath(target))) or "vocab"
+  name = f"{task_name}.vocab_{label}"
+  if (name in seqio.TaskRegistry.names() and vocab_lib.resolve_vocabulary(
+      seqio.get_mixture_or_task(name).output_features["targets"].vocabulary) == vocabulary):
+    return name
+  task = seqio.get_mixture_or_task(task_name)
+  _add_task(name, f"{_REST_TASKS.get(task_name, task_name)}, tokenized with {spec}", True,
+            source=task.source, preprocessors=task.preprocessors,
+            output_features=_output_features(vocabulary))
+  return name
 
 
 class ShippedTfdsDataSource(seqio.TfdsDataSource):

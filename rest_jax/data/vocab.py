@@ -7,6 +7,8 @@ A *vocabulary spec* is one of
   "de_en"         the joint model of the larger shipped corpus
                   (rest_jax/data/de_en/spm_8k.model, 8000 pieces)
   "byte"          seqio.ByteVocabulary (UTF-8 bytes; needs no file)
+  "hf=DIR"        the tokenizer of a Hugging Face checkpoint directory, with its ids mapped to
+                  the imported model's rows (rest_jax.data.hf_vocab)
   a path          any SentencePiece .model file, local or gs://...
 
 All of them follow seqio's id convention: pad 0, EOS 1, UNK 2.
@@ -31,7 +33,8 @@ DING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ding")
 DING_SPM_PATH = os.path.join(DING_DIR, "spm_4k.model")
 DE_EN_SPM_PATH = os.path.join(os.path.dirname(DING_DIR), "de_en", "spm_8k.model")
 NAMED_SPECS = ("ding", "de_en", "byte")
-ACCEPTED_SPECS = "'ding', 'de_en', 'byte' or the path of a SentencePiece .model file"
+ACCEPTED_SPECS = ("'ding', 'de_en', 'byte', 'hf=DIR' (a Hugging Face checkpoint's tokenizer) or "
+                  "the path of a SentencePiece .model file")
 
 MT_VOCABULARY_ENV = "REST_JAX_MT_VOCAB"
 MT_VOCABULARY_PLACEHOLDER = "~/rest_jax_vocab/SET_REST_JAX_MT_VOCAB.model"
@@ -52,6 +55,9 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
     raise ValueError(f"vocabulary spec {spec!r} is not a non-empty string; use {ACCEPTED_SPECS}")
   if spec == "byte":
     return seqio.ByteVocabulary()
+  if spec.startswith("hf="):
+    from rest_jax.data import hf_vocab  # pylint: disable=g-import-not-at-top
+    return hf_vocab.HFTokenizerVocabulary(os.path.expanduser(spec[len("hf="):]))
   path = {"ding": DING_SPM_PATH, "de_en": DE_EN_SPM_PATH}.get(spec) or os.path.expanduser(spec)
   if not _exists(path):
     raise FileNotFoundError(
