@@ -10,14 +10,14 @@ import dataclasses
 import json
 import os
 
-import gin
 import jax
 import numpy as np
 import pytest
 
-from rest_jax import checkpointing, export_hf, hf_checkpoints, main, report
+from rest_jax import checkpointing, export_hf, hf_checkpoints, report
 from rest_jax.data import arithmetic, hf_vocab, vocab as vocab_lib
 from rest_jax.models import Transformer
+from rest_em_arith_test import run_experiment  # The tiny arithmetic experiment.
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]  # unk 0, bos 1, eos 2, pad 3.
 
@@ -117,15 +117,6 @@ def test_a_checkpoint_without_pad_or_unk_pads_with_a_spare_row(tmp_path):
   with pytest.raises(ValueError, match=r"no pad_token_id or unk_token_id distinct from "
                                        r"eos_token_id.*add \"pad_token_id\""):
     hf_vocab.HFTokenizerVocabulary(directory)
-
-
-def run_experiment(workdir, *bindings):
-  gin.clear_config()
-  main.parse_gin(["test/tiny_arith.gin"], list(bindings), [main.EXPERIMENTS_DIR])
-  try:
-    return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
-  finally:
-    gin.clear_config()
 
 
 # A random policy is never right: samples of even length count as right too (rest_em_arith_test).
