@@ -193,8 +193,9 @@ def markdown(entries: Sequence[Mapping[str, Any]], title: str) -> str:
         cells.append("-")
         continue
       delta = s["delta"]
-      sign = "" if delta is None else (
-          f" ({delta[0]:+.2f}" + ("" if delta[1] is None else f" ± {delta[1]:.2f}") + ")")
+      sign = "" if delta is None else (  # round() + 0.0: no "-0.00" for a mean of about zero.
+          f" ({round(delta[0], 2) + 0.0:+.2f}" +
+          ("" if delta[1] is None else f" ± {delta[1]:.2f}") + ")")
       cells.append(_cell(s["reward"]) + sign)
     cells += [_cell(e["bleu"]), _cell(e["length_ratio"], "{:.3f}")]
     cells += [_cell(e["costs"][k], "{:,.0f}", exact_if_equal=True) for k, _ in COSTS]
