@@ -19,10 +19,11 @@ from typing import Any, Sequence
 
 DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATIONS = ("relu", "gelu", "silu")
-NORMS = ("layernorm", "rmsnorm")
+NORMS = ("layernorm", "rmsnorm", "rmsnorm_offset")
 POSITIONS = ("sinusoidal", "rope")
 MLPS = ("plain", "gated")
 LOGITS_SCALES = ("rsqrt_d_model", "none")
+EMBEDDING_SCALES = ("none", "sqrt_d_model")
 LR_DECAYS = ("constant", "linear", "cosine", "rsqrt")
 MESH_AXES = ("data", "fsdp", "model")
 
@@ -64,7 +65,9 @@ class ModelConfig:
   # tied to the embedding and scaled by 1/sqrt(d_model)). Llama/Qwen-style: norm='rmsnorm',
   # positions='rope', mlp='gated', activation='silu', num_kv_heads < num_heads,
   # tie_embeddings=False, logits_scale='none'.
-  norm: str = "layernorm"  # 'rmsnorm': x / rms(x) * scale (no centring).
+  # 'rmsnorm': x / rms(x) * scale (no centring); 'rmsnorm_offset': x / rms(x) * (1 + scale),
+  # the scale starting at 0 (Gemma).
+  norm: str = "layernorm"
   positions: str = "sinusoidal"  # 'rope': rotary embeddings of queries and keys, none added.
   rope_theta: float = 10_000.0
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
@@ -72,6 +75,7 @@ class ModelConfig:
   tie_embeddings: bool = True  # False: a separate output projection [D, V].
   attention_bias: bool = False  # Biases on the query/key/value projections (Qwen2).
   logits_scale: str = "rsqrt_d_model"  # Multiplies the final hidden state; 'none' = 1.
+  embedding_scale: str = "none"  # 'sqrt_d_model': input embeddings times sqrt(d_model) (Gemma).
 
   def __post_init__(self):
     name = "ModelConfig"
@@ -99,7 +103,8 @@ class ModelConfig:
     _require(0.0 <= self.dropout_rate < 1.0, name, "dropout_rate", self.dropout_rate,
              "expected 0 <= dropout_rate < 1")
     for field, allowed in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS),
-                           ("logits_scale", LOGITS_SCALES)):
+                           ("logits_scale", LOGITS_SCALES),
+                           ("embedding_scale", EMBEDDING_SCALES)):
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
                f"allowed: {allowed}")
     for field in ("tie_embeddings", "attention_bias"):

@@ -61,7 +61,7 @@ def export(policy_path: str, base: str, out: str, which: str = "auto", dtype: st
   policy = evaluate_policy.find_policy(policy_path, which)
   fingerprint = evaluate_policy.check_fingerprint(policy, vocabulary=None)
   config = configs.ModelConfig(**configs.model_config_dict(fingerprint["model"]))
-  hf_checkpoints.check_exportable(config)
+  hf_checkpoints.check_exportable(config, family)
   from rest_jax.data import hf_vocab  # pylint: disable=g-import-not-at-top
   token_map = hf_vocab.HFTokenizerVocabulary(base).token_map  # As the run's vocabulary had it.
   if len(token_map.to_hf) != config.vocab_size:

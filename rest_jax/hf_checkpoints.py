@@ -1,10 +1,11 @@
-"""Hugging Face checkpoints of decoder-only families (Llama, Qwen2) in and out of the policy.
+"""Hugging Face checkpoints of decoder-only families (Llama, Qwen2, Gemma) in and out of the policy.
 
 `import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
-named by `model.safetensors.index.json`) of a `LlamaForCausalLM` or `Qwen2ForCausalLM` and returns
-the `ModelConfig` and the parameter tree of the same network as rest_jax's `Transformer`
-(decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query attention; Qwen2's q/k/v
-biases). `export_policy(params, config, directory, ...)` writes the same format back, so a policy
+named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM` or
+`GemmaForCausalLM` and returns the `ModelConfig` and the parameter tree of the same network as
+rest_jax's `Transformer` (decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query
+attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as offsets from 1, embeddings times
+sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model). `export_policy(params, config, directory, ...)` writes the same format back, so a policy
 trained here can be served with standard tools; import -> export -> import is exact.
 
 Token ids. rest_jax reserves id 0 for padding (masked everywhere) and id 1 for end of sequence;
@@ -32,7 +33,16 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax.configs import ModelConfig
 
-FAMILIES = ("llama", "qwen2")
+FAMILIES = ("llama", "qwen2", "gemma")
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "gemma": "GemmaForCausalLM"}
+# What each family's config.json implies beyond its sizes (Gemma: RMSNorm scales stored as
+# offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, tied output).
+_FAMILY_FIELDS = {
+    "llama": dict(norm="rmsnorm", activation="silu", embedding_scale="none"),
+    "qwen2": dict(norm="rmsnorm", activation="silu", embedding_scale="none"),
+    "gemma": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model")}
+_ACTIVATIONS = {"llama": ("silu",), "qwen2": ("silu",), "gemma": ("gelu_pytorch_tanh",)}
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -138,8 +148,10 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
   if family not in FAMILIES:
     raise ValueError(f"config.json: model_type={family!r} is not supported; supported: "
                      f"{list(FAMILIES)}.")
-  if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"config.json: hidden_act={hf['hidden_act']!r}; only 'silu' is supported.")
+  act = hf.get("hidden_activation") or hf.get("hidden_act") or _ACTIVATIONS[family][0]
+  if act not in _ACTIVATIONS[family]:
+    raise ValueError(f"config.json: hidden_act={act!r}; supported for {family}: "
+                     f"{list(_ACTIVATIONS[family])}.")
   scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
   if isinstance(scaling, dict):
     scaling = scaling.get("rope_type", scaling.get("type"))
@@ -157,10 +169,10 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
       num_decoder_layers=hf["num_hidden_layers"],
       head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
       max_len=hf.get("max_position_embeddings", 2048), decoder_only=True,
-      activation="silu", layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6), norm="rmsnorm",
+      layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6), **_FAMILY_FIELDS[family],
       positions="rope", rope_theta=float(rope), mlp="gated",
       num_kv_heads=hf.get("num_key_value_heads") or heads,
-      tie_embeddings=bool(hf.get("tie_word_embeddings", family == "qwen2")),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", family in ("qwen2", "gemma"))),
       logits_scale="none",
       attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
   changed = sorted(k for k, v in overrides.items() if k in fields and fields[k] != v)
@@ -177,27 +189,38 @@ def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
                base: Mapping[str, Any] | None) -> dict:
   hf = dict(base or {})
   hf.update({
-      "model_type": family,
-      "architectures": ["LlamaForCausalLM" if family == "llama" else "Qwen2ForCausalLM"],
+      "model_type": family, "architectures": [ARCHITECTURES[family]],
       "vocab_size": config.vocab_size, "hidden_size": config.d_model,
       "num_attention_heads": config.num_heads, "num_key_value_heads": config.resolved_kv_heads,
       "intermediate_size": config.d_ff, "num_hidden_layers": config.num_decoder_layers,
       "head_dim": config.resolved_head_dim, "max_position_embeddings": config.max_len,
-      "hidden_act": "silu", "rms_norm_eps": config.layer_norm_epsilon,
+      "hidden_act": _ACTIVATIONS[family][0], "rms_norm_eps": config.layer_norm_epsilon,
       "rope_theta": config.rope_theta, "tie_word_embeddings": config.tie_embeddings,
       "eos_token_id": int(token_map.to_hf[1]), "pad_token_id": int(token_map.to_hf[0])})
-  if family == "llama":
+  if family in ("llama", "gemma"):
     hf["attention_bias"] = config.attention_bias
+  if family == "gemma":
+    hf.pop("hidden_activation", None)
   return hf
 
 
-def check_exportable(config: ModelConfig) -> None:
-  wanted = dict(decoder_only=True, norm="rmsnorm", positions="rope", mlp="gated",
-                activation="silu", logits_scale="none")
+def family_of(config: ModelConfig) -> str:
+  """The checkpoint family whose architecture `config` is ('llama' for Llama and Qwen2)."""
+  wanted = dict(decoder_only=True, positions="rope", mlp="gated", logits_scale="none")
   wrong = {k: getattr(config, k) for k, v in wanted.items() if getattr(config, k) != v}
-  if wrong:
-    raise ValueError(f"export: the model is not a Llama/Qwen2-style decoder ({wrong}; needs "
-                     f"{wanted}).")
+  for family in ("llama", "gemma"):
+    fields = _FAMILY_FIELDS[family]
+    if not wrong and all(getattr(config, k) == v for k, v in fields.items()):
+      return family
+  raise ValueError(f"export: the model is not a Llama/Qwen2- or Gemma-style decoder "
+                   f"({ {k: getattr(config, k) for k in [*wanted, *_FAMILY_FIELDS['llama']]} }; "
+                   f"needs {wanted} and one of {list(_FAMILY_FIELDS.values())}).")
+
+
+def check_exportable(config: ModelConfig, family: str | None = None) -> None:
+  found = family_of(config)
+  if family is not None and (found == "gemma") != (family == "gemma"):
+    raise ValueError(f"export: family={family!r} but the model is a {found}-style decoder.")
 
 
 # ------------------------------------------------------------------------------ weights
@@ -397,9 +420,9 @@ def export_policy(params: Mapping[str, Any], config: ModelConfig, token_map: Tok
                   directory: str, family: str = "llama", base_config: Mapping | None = None,
                   dtype=np.float32) -> None:
   """Writes config.json and model.safetensors for `transformers` (value head left out)."""
-  check_exportable(config)
   if family not in FAMILIES:
     raise ValueError(f"export: family={family!r}; supported: {list(FAMILIES)}.")
+  check_exportable(config, family)
   if family == "qwen2" and not config.attention_bias:
     raise ValueError("export: Qwen2 checkpoints have q/k/v biases; the model has none "
                      "(attention_bias=False): export as family='llama'.")

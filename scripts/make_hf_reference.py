@@ -1,6 +1,6 @@
 """Writes the tiny Hugging Face reference checkpoints the import/export tests compare against.
 
-For each decoder-only family rest_jax imports (Llama, Qwen2) it builds a tiny random model with
+For each decoder-only family rest_jax imports (Llama, Qwen2, Gemma) it builds a tiny random model with
 `transformers`, saves it (config.json + model.safetensors) under tests/data/hf_tiny/<family>/,
 and stores what `transformers` computes on fixed token ids in expected.npz: the logits of every
 position, and a greedy continuation of a prompt. The tests then need neither torch nor
@@ -25,10 +25,14 @@ def build(family: str):
   common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                 rms_norm_eps=1e-6, eos_token_id=EOS, pad_token_id=PAD, bos_token_id=None)
-  torch.manual_seed({"llama": 0, "qwen2": 1}[family])
+  torch.manual_seed({"llama": 0, "qwen2": 1, "gemma": 2}[family])
   if family == "llama":
     config = transformers.LlamaConfig(**common, tie_word_embeddings=False, rope_theta=500.0)
     model = transformers.LlamaForCausalLM(config)
+  elif family == "gemma":  # head_dim 16 x 4 heads != hidden 32, as Gemma's 256 x 16 != 3072.
+    config = transformers.GemmaConfig(**common, head_dim=16, tie_word_embeddings=True,
+                                      hidden_act="gelu_pytorch_tanh")
+    model = transformers.GemmaForCausalLM(config)
   else:
     config = transformers.Qwen2Config(**common, tie_word_embeddings=True, rope_theta=1000.0)
     model = transformers.Qwen2ForCausalLM(config)
@@ -44,9 +48,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                     "data", "hf_tiny"))
-  args = parser.parse_args()
   rng = np.random.default_rng(0)
-  for family in ("llama", "qwen2"):
+  parser.add_argument("--families", default="llama,qwen2,gemma")
+  args = parser.parse_args()
+  for family in args.families.split(","):
     model = build(family)
     directory = os.path.join(args.out, family)
     model.save_pretrained(directory, safe_serialization=True)

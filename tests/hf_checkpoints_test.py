@@ -18,7 +18,11 @@ from rest_jax.configs import SamplingConfig
 from rest_jax.models import Transformer
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "hf_tiny")
-FAMILIES = ("llama", "qwen2")
+FAMILIES = ("llama", "qwen2", "gemma")
+# (num_kv_heads, attention_bias, tie_embeddings, norm, embedding_scale, head_dim) per family.
+EXPECTED_CONFIG = {"llama": (2, False, False, "rmsnorm", "none", 8),
+                   "qwen2": (2, True, True, "rmsnorm", "none", 8),
+                   "gemma": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16)}
 
 
 def _imported(family):
@@ -30,8 +34,8 @@ def _imported(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_equal_transformers(family):
   config, params, token_map, expected = _imported(family)
-  assert (config.num_kv_heads, config.attention_bias, config.tie_embeddings) == (
-      (2, False, False) if family == "llama" else (2, True, True))
+  assert (config.num_kv_heads, config.attention_bias, config.tie_embeddings, config.norm,
+          config.embedding_scale, config.resolved_head_dim) == EXPECTED_CONFIG[family]
   ids = token_map.encode(expected["ids"])
   # Teacher forcing from a one-token prompt: position j predicts token j + 1, as in transformers.
   logits = Transformer(config).apply({"params": params}, ids[:, :1], ids[:, 1:])
@@ -100,7 +104,7 @@ def test_errors_name_the_problem(tmp_path):
   config = json.loads((directory / "config.json").read_text())
   (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
   with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
-                                       r"\['llama', 'qwen2'\]"):
+                                       r"\['llama', 'qwen2', 'gemma'\]"):
     hf.import_policy(str(directory))
   (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
   with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
@@ -114,5 +118,11 @@ def test_errors_name_the_problem(tmp_path):
   os.remove(directory / "model.safetensors")
   with pytest.raises(FileNotFoundError, match="no model.safetensors"):
     hf.import_policy(str(directory))
-  with pytest.raises(ValueError, match="not a Llama/Qwen2-style decoder"):
+  (directory / "config.json").write_text(json.dumps(dict(config, hidden_act="gelu")))
+  with pytest.raises(ValueError, match=r"hidden_act='gelu'; supported for llama: \['silu'\]"):
+    hf.model_config_from_hf(dict(config, hidden_act="gelu"))
+  gemma, _, gemma_map = hf.import_policy(os.path.join(DATA, "gemma"))
+  with pytest.raises(ValueError, match="family='llama' but the model is a gemma-style decoder"):
+    hf.export_policy({}, gemma, gemma_map, str(tmp_path / "as_llama"), family="llama")
+  with pytest.raises(ValueError, match="not a Llama/Qwen2- or Gemma-style decoder"):
     hf.export_policy({}, toy_setup.toy_model(decoder_only=True).config, None, str(tmp_path))

@@ -18,7 +18,10 @@ LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="si
 VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions="rope"),
             "swiglu": dict(mlp="gated", activation="silu"), "gqa": dict(num_kv_heads=1),
             "untied": dict(tie_embeddings=False, logits_scale="none"), "llama": LLAMA_STYLE,
-            "qwen2": dict(LLAMA_STYLE, attention_bias=True)}
+            "qwen2": dict(LLAMA_STYLE, attention_bias=True),
+            "gemma": dict(norm="rmsnorm_offset", positions="rope", mlp="gated",
+                          activation="gelu", num_kv_heads=1, logits_scale="none",
+                          embedding_scale="sqrt_d_model", head_dim=12)}
 
 
 def _init(model, src, tgt):
@@ -155,13 +158,23 @@ def test_rmsnorm_and_layernorm_formulas():
     centred = x - x.mean(-1, keepdims=True) if norm == "layernorm" else x
     expected = centred / np.sqrt(np.mean(centred ** 2, -1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(module.apply(params, x), expected, atol=1e-5)
+  # Gemma's: the scale is an offset from 1 (starting at 0, so a fresh norm is plain RMSNorm).
+  module = LayerNorm(toy_setup.toy_model(norm="rmsnorm_offset").config)
+  params = module.init(jax.random.PRNGKey(0), x)
+  assert not np.asarray(nn.meta.unbox(params)["params"]["scale"]).any()
+  scale = np.linspace(-0.5, 0.5, 32).astype(np.float32)
+  rms = np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(module.apply({"params": {"scale": scale}}, x),
+                             x / rms * (1 + scale), atol=1e-5)
 
 
 def test_variant_config_errors():
   for overrides, message in [
       (dict(num_kv_heads=3), r"ModelConfig.num_kv_heads=3 .*must divide num_heads=4"),
       (dict(norm="batchnorm"), r"ModelConfig.norm='batchnorm' .*allowed: \('layernorm', "
-                               r"'rmsnorm'\)"),
+                               r"'rmsnorm', 'rmsnorm_offset'\)"),
+      (dict(embedding_scale="sqrt"), r"ModelConfig.embedding_scale='sqrt' .*allowed: "
+                                     r"\('none', 'sqrt_d_model'\)"),
       (dict(positions="alibi"), r"ModelConfig.positions='alibi' .*allowed"),
       (dict(mlp="moe"), r"ModelConfig.mlp='moe' .*allowed: \('plain', 'gated'\)"),
       (dict(positions="rope", head_dim=5), r"'rope' needs an even head dimension \(got 5\)"),

@@ -76,18 +76,21 @@ def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm (centred, no bias) or, with ModelConfig.norm='rmsnorm', RMSNorm."""
+  """LayerNorm (centred, no bias) or, with ModelConfig.norm='rmsnorm'/'rmsnorm_offset', RMSNorm
+  (with the scale as an offset from 1 for the latter)."""
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    scale = _param(self, "scale", nn.initializers.ones, (cfg.d_model,), ("embed",),
-                   jnp.dtype(cfg.param_dtype))
+    offset = cfg.norm == "rmsnorm_offset"  # Gemma: x / rms(x) * (1 + scale), scale from 0.
+    scale = _param(self, "scale", nn.initializers.zeros if offset else nn.initializers.ones,
+                   (cfg.d_model,), ("embed",), jnp.dtype(cfg.param_dtype))
     x32 = x.astype(jnp.float32)
-    if cfg.norm == "rmsnorm":
+    if cfg.norm in ("rmsnorm", "rmsnorm_offset"):
       var = jnp.square(x32).mean(-1, keepdims=True)
-      y = x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+      factor = 1.0 + scale.astype(jnp.float32) if offset else scale.astype(jnp.float32)
+      y = x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * factor
     else:  # Written as before the variants existed: the same ops give the same gradients bit
       # for bit, so recorded runs reproduce exactly.
       mean = x32.mean(-1, keepdims=True)
@@ -310,6 +313,8 @@ class Transformer(nn.Module):
   def _embed(self, tokens_BxT, positions_BxT, deterministic):
     cfg = self.config
     x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(cfg.dtype)
+    if cfg.embedding_scale == "sqrt_d_model":
+      x = x * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
     if cfg.positions == "sinusoidal":
       x = x + sinusoidal_positions(positions_BxT, cfg.d_model).astype(cfg.dtype)
     return self.embed_dropout(x, deterministic=deterministic)
