@@ -9,9 +9,10 @@ point of its `online_curve.jsonl`, carry the same three (`rest_jax.online`).
 
 The score plotted against cost is the one both kinds of run select their policy by: the run's
 reward, greedy, on the validation subset early stopping uses (a row's `early_stopping_reward`,
-a curve point's `validation_reward`), as the change from the same seed's BC policy. The table reports the rows' evaluation (the reported
-reward, `EvalConfig.reward`, on validation and every test split) as mean ± sample standard
-deviation over seeds, with the change from each seed's own BC (paired) beside it.
+a curve point's `validation_reward`), as the change from the same seed's BC policy. The table
+reports the rows' evaluation (the reported reward, `EvalConfig.reward`, on validation and every
+test split) as mean ± sample standard deviation over seeds, with the change from each seed's own
+BC (paired) beside it.
 
 `scripts/aggregate_sweep.py` writes `sweep_cost.md` and `reward_vs_cost.png` with this module
 when a sweep's rows carry costs (a sweep with an online point, e.g.
@@ -58,12 +59,13 @@ def read_curve(workdir: str) -> list[dict[str, Any]]:
   return [points[s] for s in sorted(points)]
 
 
-def _stat(values: Sequence[float]) -> tuple[float, float | None, int]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None, int]:
+  """(mean, sample standard deviation (ddof=1; None for one value), n)."""
   v = np.asarray(values, np.float64)
   return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None), len(v)
 
 
-def _cell(stat: tuple[float, float | None, int] | None, fmt: str = "{:.2f}",
+def format_mean_std(stat: tuple[float, float | None, int] | None, fmt: str = "{:.2f}",
           exact_if_equal: bool = False) -> str:
   """mean ± std; the mean alone for one seed, or (`exact_if_equal`, for counts) equal seeds."""
   if stat is None:
@@ -128,7 +130,7 @@ def _point(entries) -> dict[str, Any]:
   point = {}
   for key in [k for k, _ in COSTS] + ["score"]:
     values = [e[key] for e in entries if isinstance(e.get(key), (int, float))]
-    point[key] = _stat(values) if values else None
+    point[key] = mean_std(values) if values else None
   return point
 
 
@@ -160,15 +162,15 @@ def table_rows(groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[s
           values.append(row["mean_reward"])
           if split in bc and bc[split].get("mean_reward") is not None:
             deltas.append(row["mean_reward"] - bc[split]["mean_reward"])
-        entry["splits"][split] = {"reward": _stat(values) if values else None,
-                                  "delta": _stat(deltas) if deltas and run != BC_RUN else None}
+        entry["splits"][split] = {"reward": mean_std(values) if values else None,
+                                  "delta": mean_std(deltas) if deltas and run != BC_RUN else None}
       for key in ("bleu", "length_ratio"):
         values = [row[key] for row in per_run[run] if isinstance(row.get(key), (int, float))]
-        entry[key] = _stat(values) if values else None
+        entry[key] = mean_std(values) if values else None
       for key, _ in COSTS:
         values = [0.0 if run == BC_RUN else row.get(key) for row in per_run[run]]
         values = [v for v in values if isinstance(v, (int, float))]
-        entry["costs"][key] = _stat(values) if values else None
+        entry["costs"][key] = mean_std(values) if values else None
       out.append(entry)
   return out
 
@@ -196,9 +198,9 @@ def markdown(entries: Sequence[Mapping[str, Any]], title: str) -> str:
       sign = "" if delta is None else (  # round() + 0.0: no "-0.00" for a mean of about zero.
           f" ({round(delta[0], 2) + 0.0:+.2f}" +
           ("" if delta[1] is None else f" ± {delta[1]:.2f}") + ")")
-      cells.append(_cell(s["reward"]) + sign)
-    cells += [_cell(e["bleu"]), _cell(e["length_ratio"], "{:.3f}")]
-    cells += [_cell(e["costs"][k], "{:,.0f}", exact_if_equal=True) for k, _ in COSTS]
+      cells.append(format_mean_std(s["reward"]) + sign)
+    cells += [format_mean_std(e["bleu"]), format_mean_std(e["length_ratio"], "{:.3f}")]
+    cells += [format_mean_std(e["costs"][k], "{:,.0f}", exact_if_equal=True) for k, _ in COSTS]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

@@ -49,8 +49,7 @@ def export(policy_path: str, base: str, out: str, which: str = "auto", dtype: st
            family: str | None = None) -> str:
   """Writes the export; returns the checkpoint path it read."""
   import jax  # pylint: disable=g-import-not-at-top
-  from rest_jax import checkpointing, evaluate_policy  # pylint: disable=g-import-not-at-top
-  from rest_jax.models import Transformer  # pylint: disable=g-import-not-at-top
+  from rest_jax import evaluate_policy  # pylint: disable=g-import-not-at-top
   base_config = hf_checkpoints.read_config(base)
   family = family or base_config.get("model_type")
   if family not in hf_checkpoints.FAMILIES:
@@ -62,20 +61,13 @@ def export(policy_path: str, base: str, out: str, which: str = "auto", dtype: st
   fingerprint = evaluate_policy.check_fingerprint(policy, vocabulary=None)
   config = configs.ModelConfig(**configs.model_config_dict(fingerprint["model"]))
   hf_checkpoints.check_exportable(config, family)
-  from rest_jax.data import hf_vocab  # pylint: disable=g-import-not-at-top
-  token_map = hf_vocab.HFTokenizerVocabulary(base).token_map  # As the run's vocabulary had it.
-  if len(token_map.to_hf) != config.vocab_size:
-    raise ValueError(f"--base={base!r} has {len(token_map.to_hf)} ids, the policy "
+  if base_config["vocab_size"] != config.vocab_size:
+    raise ValueError(f"--base={base!r} has {base_config['vocab_size']} ids, the policy "
                      f"{config.vocab_size}: it did not start from this checkpoint.")
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  shapes = jax.eval_shape(lambda: Transformer(config).init(
-      jax.random.PRNGKey(0), np.ones((1, 1), np.int32), np.ones((1, 1), np.int32),
-      return_values=config.value_head)["params"])
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  abstract = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), nn.meta.unbox(shapes))
-  params = checkpointing.restore_params(policy.directory, policy.step, abstract)
-  params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
+  # The run's vocabulary was the base's tokenizer: its TokenMap is the one to undo.
+  loaded = evaluate_policy.load_policy(policy, hf_checkpoints.HF_PREFIX + base)
+  token_map = loaded.vocabulary.token_map
+  params = jax.tree_util.tree_map(np.asarray, jax.device_get(loaded.params))
   hf_checkpoints.export_policy(params, config, token_map, out, family=family,
                                base_config=base_config, dtype=DTYPES[dtype])
   for name in TOKENIZER_FILES:

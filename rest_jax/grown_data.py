@@ -162,6 +162,11 @@ class GrowStore:
       return
     fileio.write_atomic(path, json.dumps(settings, indent=2, sort_keys=True).encode())
 
+  def _manifest(self) -> dict[str, Any]:
+    """The written settings ({} before the Grow step starts)."""
+    path = self.manifest_path()
+    return json.loads(fileio.read_bytes(path)) if fileio.exists(path) else {}
+
   # ---------------------------------------------------------------------------- shards
   def shard_path(self, index: int, num_shards: int) -> str:
     return os.path.join(self.directory, f"shard-{index:05d}-of-{num_shards:05d}.npz")
@@ -202,9 +207,7 @@ class GrowStore:
     files = self.shard_files()
     if not files:
       return None
-    processes = 1
-    if fileio.exists(self.manifest_path()):
-      processes = int(json.loads(fileio.read_bytes(self.manifest_path())).get("processes", 1))
+    processes = int(self._manifest().get("processes", 1))
     rounds: dict[int, float] = {}
     for f in files:
       if not fileio.exists(f + WALL_SUFFIX):
@@ -227,8 +230,8 @@ class GrowStore:
     """Every record of the Grow step in canonical (source id, sample index) order, so the data
     an Improve round sees does not depend on how the shards were laid out."""
     files = self.shard_files()
-    if expected_shards is None and fileio.exists(self.manifest_path()):
-      expected_shards = json.loads(fileio.read_bytes(self.manifest_path())).get("num_shards")
+    if expected_shards is None:
+      expected_shards = self._manifest().get("num_shards")
     if expected_shards is not None and len(files) != expected_shards:
       raise ValueError(f"Grow step {self.grow_step} in {self.directory} has {len(files)} of "
                        f"{expected_shards} shards; re-run to finish the Grow step.")

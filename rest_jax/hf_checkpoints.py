@@ -5,8 +5,9 @@ named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausa
 `GemmaForCausalLM` and returns the `ModelConfig` and the parameter tree of the same network as
 rest_jax's `Transformer` (decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query
 attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as offsets from 1, embeddings times
-sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model). `export_policy(params, config, directory, ...)` writes the same format back, so a policy
-trained here can be served with standard tools; import -> export -> import is exact.
+sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model).
+`export_policy(params, config, directory, ...)` writes the same format back, so a policy trained
+here can be served with standard tools; import -> export -> import is exact.
 
 Token ids. rest_jax reserves id 0 for padding (masked everywhere) and id 1 for end of sequence;
 a Hugging Face vocabulary puts its own tokens there (Llama: `<unk>`, `<s>`). The import therefore
@@ -49,7 +50,8 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", \
     "model.safetensors.index.json"
 TOKEN_MAP_KEY = "rest_jax_token_map"
-HF_PREFIX = "hf="  # rest_loop.run.init_policy = 'hf=DIR'.
+HF_PREFIX = "hf="  # rest_loop.run.init_policy = 'hf=DIR', vocabulary spec 'hf=DIR'.
+TOKENIZER_JSON, SENTENCEPIECE_MODEL = "tokenizer.json", "tokenizer.model"
 
 
 # ------------------------------------------------------------------------------ safetensors
@@ -343,16 +345,21 @@ def init_directory(init_policy: Any) -> str | None:
       (CONFIG_NAME, fileio.exists(os.path.join(directory, CONFIG_NAME))),
       (f"{WEIGHTS_NAME} or {INDEX_NAME}", any(fileio.exists(os.path.join(directory, n))
                                               for n in (WEIGHTS_NAME, INDEX_NAME))),
-      ("tokenizer.json or tokenizer.model", any(
-          fileio.exists(os.path.join(directory, n)) for n in ("tokenizer.json",
-                                                              "tokenizer.model"))))
+      (f"{TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}", any(
+          fileio.exists(os.path.join(directory, n)) for n in (TOKENIZER_JSON,
+                                                              SENTENCEPIECE_MODEL))))
              if not present]
   if missing:
     raise ValueError(f"{where}: {directory} has no {', no '.join(missing)}.")
   return directory if fileio.is_remote(directory) else fileio.abspath(directory)
 
 
-def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None) -> TokenMap:
+def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None,
+                 tokenizer_size: int | None = None) -> TokenMap:
+  """The TokenMap of a config.json: its EOS goes to rest_jax's id 1 and `pad_id` (else its pad,
+  else its unk id) to 0. Given the tokenizer's number of tokens, a checkpoint with neither a pad
+  nor an unk id distinct from EOS (Qwen2's base models) pads with its last embedding row when
+  that row is beyond the tokenizer's tokens (never produced, so never needed)."""
   eos = hf.get("eos_token_id")
   if isinstance(eos, list):
     eos = eos[0]
@@ -364,6 +371,13 @@ def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None) -> TokenMap:
     pad_id = hf.get("pad_token_id")
   if pad_id is None or pad_id == eos:
     pad_id = hf.get("unk_token_id")
+  if (pad_id is None or pad_id == eos) and tokenizer_size is not None:
+    pad_id = hf["vocab_size"] - 1
+    if pad_id < tokenizer_size:
+      raise ValueError(f"config.json names no pad_token_id or unk_token_id distinct from "
+                       f"eos_token_id, and every embedding row is one of the tokenizer's "
+                       f"{tokenizer_size} tokens; add \"pad_token_id\": <a token the policy "
+                       "never needs to emit> to config.json.")
   if pad_id is None:
     raise ValueError("config.json names no pad_token_id or unk_token_id distinct from "
                      "eos_token_id: pass pad_id= (a token the policy never needs to emit).")

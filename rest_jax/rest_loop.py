@@ -157,7 +157,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's. With
   `init_policy_mode='finetune'` BC trains as configured but starts from that policy's parameters
   (a fresh optimizer), which continues a BC policy on a new machine or new data.
-  `init_policy='hf=DIR'` starts from a Hugging Face checkpoint directory (Llama/Qwen2
+  `init_policy='hf=DIR'` starts from a Hugging Face checkpoint directory (Llama/Qwen2/Gemma
   config.json + safetensors + tokenizer; rest_jax.hf_checkpoints): the model is the
   checkpoint's architecture (`model_preset` is not used; `model_overrides` may set non-shape
   fields such as dtype or dropout_rate), the task is tokenized with the checkpoint's tokenizer
@@ -172,9 +172,10 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   if hf_dir is not None:  # The checkpoint's architecture; config errors surface here.
     hf_model = hf_checkpoints.model_config_from_hf(hf_checkpoints.read_config(hf_dir),
                                                    **dict(model_overrides or {}))
+    hf_spec = hf_checkpoints.HF_PREFIX + hf_dir
     if data.vocabulary is None:
-      data = dataclasses.replace(data, vocabulary=f"hf={hf_dir}")
-    elif data.vocabulary != f"hf={hf_dir}":
+      data = dataclasses.replace(data, vocabulary=hf_spec)
+    elif data.vocabulary != hf_spec:
       raise ValueError(f"DataConfig.vocabulary={data.vocabulary!r} with run.init_policy="
                        f"{init_policy!r}: a run started from a Hugging Face checkpoint tokenizes "
                        "with its tokenizer; leave DataConfig.vocabulary unset.")
@@ -256,12 +257,8 @@ class _Loop:
     self._load_split = load
     self.init_dir, self.init_step, self.init_policy_mode = init_dir, None, init_policy_mode
     self.hf_dir = hf_dir
-    if hf_model is not None:
+    if hf_model is not None:  # Its vocabulary (DataConfig.vocabulary) has the model's rows.
       model_cfg = dataclasses.replace(hf_model, value_head=True)
-      if model_cfg.vocab_size != self.vocab.vocab_size:
-        raise ValueError(f"run.init_policy='hf={hf_dir}': the checkpoint has "
-                         f"{model_cfg.vocab_size} embedding rows, its tokenizer's vocabulary "
-                         f"{self.vocab.vocab_size} ids.")
     else:
       model_cfg = model_config(preset, self.vocab.vocab_size, **dict(overrides, value_head=True))
     self.online_cfg = online
@@ -403,7 +400,7 @@ class _Loop:
 
   @property
   def init_policy_name(self) -> str | None:
-    return self.init_dir if self.hf_dir is None else f"hf={self.hf_dir}"
+    return self.init_dir if self.hf_dir is None else hf_checkpoints.HF_PREFIX + self.hf_dir
 
   def tx(self, optimizer_config: configs.OptimizerConfig, duals: bool = False):
     """The phase's optimizer; losses with dual variables give them their own Adam."""

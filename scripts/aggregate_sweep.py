@@ -153,21 +153,11 @@ def seed_statistics(results: Sequence[Mapping[str, Any]], axes: Sequence[str],
       for _, row in entries:
         for name, value in _flat_metrics(row).items():
           metrics.setdefault(name, []).append(float(value))
-      stats = {}
-      for name, values in metrics.items():
-        v = np.asarray(values)
-        stats[name] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None, len(v))
+      stats = {name: cost_comparison.mean_std(values) for name, values in metrics.items()}
       out.append({"group": group, "run": run, "split": split,
                   "seeds": sorted(s for s, _ in entries), "n": len(entries),
                   "of": len(members), "metrics": stats})
   return out
-
-
-def _mean_std(stat: tuple[float, float | None, int] | None) -> str:
-  if stat is None:
-    return "-"
-  mean, std, _ = stat
-  return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def seed_markdown(stats: Sequence[Mapping[str, Any]], seed_axis: str, title: str) -> str:
@@ -184,7 +174,7 @@ def seed_markdown(stats: Sequence[Mapping[str, Any]], seed_axis: str, title: str
               "|---|---|---:|" + "---:|" * len(names)]
     for s in chosen:
       cells = [s["group"], s["run"], f"{s['n']}/{s['of']}",
-               *[_mean_std(s["metrics"].get(n)) for n in names]]
+               *[cost_comparison.format_mean_std(s["metrics"].get(n)) for n in names]]
       lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)

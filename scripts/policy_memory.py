@@ -6,10 +6,11 @@ r"""Prints a policy's parameter count and the training state's memory per device
 The state of a training phase is the parameters, their gradients, AdamW's two moments (all in
 the parameters' dtype, float32 by default) and the frozen copies the phase's loss keeps (none:
 bc, reward_weighted_nll, oac; the BC policy: reinforce, ppo; two: gold_s/gold_p with their lagged
-and BC policies, bvmpo with its BC policy and trust-region reference). The policy carries the loop's value head. With the default sharding
-rules, the `fsdp` and `model` mesh axes split the state; `data` replicates it. Activations,
-the sampler's KV cache and XLA's temporaries come on top and depend on the batch and lengths:
-measure them on the machine (`jax.devices()[0].memory_stats()`).
+and BC policies, bvmpo with its BC policy and trust-region reference). The policy carries the
+loop's value head. With the default sharding rules, the `fsdp` and `model` mesh axes split the
+state; `data` replicates it. Activations, the sampler's KV cache and XLA's temporaries come on
+top and depend on the batch and lengths: measure them on the machine
+(`jax.devices()[0].memory_stats()`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ GIB = 1024 ** 3
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--hf_config", help="a Hugging Face config.json (Llama/Qwen2)")
+  source.add_argument("--hf_config", help="a Hugging Face config.json (Llama/Qwen2/Gemma)")
   source.add_argument("--preset", help="a rest_jax model preset (rest_jax.models.PRESETS)")
   p.add_argument("--vocab_size", type=int, default=32000, help="with --preset")
   p.add_argument("--decoder_only", action="store_true", help="with --preset")
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  from rest_jax import hf_checkpoints  # pylint: disable=g-import-not-at-top
+  from rest_jax import hf_checkpoints, train_state  # pylint: disable=g-import-not-at-top
   from rest_jax.models import Transformer, model_config  # pylint: disable=g-import-not-at-top
   if args.hf_config:
     with open(args.hf_config, encoding="utf-8") as f:
@@ -51,9 +52,7 @@ def main(argv=None) -> int:
   else:
     config = model_config(args.preset, args.vocab_size, decoder_only=args.decoder_only)
   config = dataclasses.replace(config, value_head=True, param_dtype=args.param_dtype)
-  shapes = jax.eval_shape(lambda: Transformer(config).init(
-      jax.random.PRNGKey(0), np.ones((1, 1), np.int32), np.ones((1, 1), np.int32),
-      return_values=True)["params"])
+  shapes = train_state.abstract_boxed_params(Transformer(config))  # Value head included.
   leaves = jax.tree_util.tree_leaves(nn.meta.unbox(shapes))
   count = sum(math.prod(x.shape) for x in leaves)
   width = np.dtype(jax.numpy.dtype(args.param_dtype)).itemsize

@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from rest_jax import checkpointing, export_hf, hf_checkpoints, report
+from rest_jax import export_hf, hf_checkpoints, report
 from rest_jax.data import arithmetic, hf_vocab, vocab as vocab_lib
+from rest_jax.rewards import reward_model_training
 from rest_jax.models import Transformer
 from rest_em_arith_test import run_experiment  # The tiny arithmetic experiment.
 
@@ -136,15 +137,11 @@ def test_rest_starts_from_the_checkpoint_and_exports_back(checkpoint, tmp_path, 
   assert by_run[("G1I0", "validation")]["num_kept"] > 0
   # The model is the checkpoint's architecture, with a value head.
   config, imported, token_map = hf_checkpoints.import_policy(checkpoint)
-  policy = Transformer(dataclasses.replace(config, value_head=True))
-  shapes = jax.eval_shape(lambda: policy.init(jax.random.PRNGKey(0), np.ones((1, 1), np.int32),
-                                              np.ones((1, 1), np.int32), return_values=True))
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                                   sharding=device),
-                                    nn.meta.unbox(shapes["params"]))
-  bc = checkpointing.restore_params(str(workdir / "checkpoints_bc"), 0, abstract)
+  load = lambda name: reward_model_training.load_policy_for_sampling(
+      str(workdir / name), vocabulary_spec=f"hf={checkpoint}")
+  loaded_bc = load("checkpoints_bc")
+  assert loaded_bc.model.config == dataclasses.replace(config, value_head=True)
+  bc = loaded_bc.params
   if mode == "load":  # BC is the checkpoint's weights, exactly.
     for key, value in imported.items():
       jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(bc[key]), value)
@@ -161,10 +158,7 @@ def test_rest_starts_from_the_checkpoint_and_exports_back(checkpoint, tmp_path, 
   exported_config, exported, exported_map = hf_checkpoints.import_policy(str(out))
   assert exported_config == config
   np.testing.assert_array_equal(exported_map.to_hf, token_map.to_hf)
-  final = checkpointing.restore_params(str(workdir / "checkpoints_best"),
-                                       checkpointing.Checkpointer(
-                                           str(workdir / "checkpoints_best"),
-                                           max_to_keep=None).latest_step(), abstract)
+  final = load("checkpoints_best").params
   for key, value in exported.items():  # The final policy, round-tripped exactly.
     jax.tree_util.tree_map(np.testing.assert_array_equal, value, jax.device_get(final[key]))
   assert export_hf.main([f"--policy={workdir}", f"--base={checkpoint}", f"--out={out}"]) == 1

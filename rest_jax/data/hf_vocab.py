@@ -24,9 +24,8 @@ import seqio
 import tensorflow as tf
 
 from rest_jax import fileio
-
-SPEC_PREFIX = "hf="
-TOKENIZER_JSON, SENTENCEPIECE_MODEL = "tokenizer.json", "tokenizer.model"
+from rest_jax import hf_checkpoints
+from rest_jax.hf_checkpoints import SENTENCEPIECE_MODEL, TOKENIZER_JSON
 
 
 class HFTokenizerVocabulary(seqio.Vocabulary):
@@ -34,12 +33,14 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 
   def __init__(self, directory: str):
     super().__init__(extra_ids=0)
-    from rest_jax import hf_checkpoints  # pylint: disable=g-import-not-at-top
     self.directory = directory
     hf = hf_checkpoints.read_config(directory)
     self._size = int(hf["vocab_size"])
     self._encode_ids, self._decode_ids, self.kind, tokens = _load_tokenizer(directory)
-    self.token_map = resolve_token_map(directory, hf, tokens)
+    try:
+      self.token_map = hf_checkpoints.token_map_of(hf, tokenizer_size=tokens)
+    except ValueError as e:
+      raise ValueError(f"{directory}: {e}") from None
     self._skip = {int(self.token_map.to_hf[0]), int(self.token_map.to_hf[1])}  # pad, EOS
     unk = hf.get("unk_token_id")
     self._unk = None if unk is None else int(self.token_map.encode(int(unk)))
@@ -87,24 +88,6 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 
   def __hash__(self) -> int:
     return hash(fileio.abspath(self.directory))
-
-
-def resolve_token_map(directory: str, hf: dict, tokenizer_size: int):
-  """The checkpoint's TokenMap: its pad (or unk) id goes to rest_jax's 0 and its EOS to 1. A
-  checkpoint with neither a pad nor an unk id distinct from EOS (Qwen2's base models) pads with
-  its last embedding row when that row is beyond the tokenizer's tokens (never produced by it,
-  so the policy never needs to emit it)."""
-  from rest_jax import hf_checkpoints  # pylint: disable=g-import-not-at-top
-  if any(hf.get(k) is not None and hf.get(k) != hf.get("eos_token_id")
-         for k in ("pad_token_id", "unk_token_id")) or hf.get(hf_checkpoints.TOKEN_MAP_KEY):
-    return hf_checkpoints.token_map_of(hf)
-  spare = int(hf["vocab_size"]) - 1
-  if spare < tokenizer_size:
-    raise ValueError(f"{directory}: config.json names no pad_token_id or unk_token_id distinct "
-                     f"from eos_token_id, and every embedding row is one of the tokenizer's "
-                     f"{tokenizer_size} tokens; add \"pad_token_id\": <a token the policy never "
-                     "needs to emit> to config.json.")
-  return hf_checkpoints.token_map_of(hf, pad_id=spare)
 
 
 def _load_tokenizer(directory: str):

@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 import seqio
 import tensorflow as tf
 
+from rest_jax import hf_checkpoints
 from rest_jax.data import ding_tfds
 from rest_jax.data import tsv
 from rest_jax.data import vocab as vocab_lib
@@ -117,7 +118,7 @@ def with_vocabulary(task_name: str, spec: str) -> str:
     raise ValueError(f"unknown task {task_name!r}; registered rest_jax tasks: "
                      f"{', '.join(registered_task_names())}")
   vocabulary = vocab_lib.get_vocabulary(spec)  # A missing file fails here, before any reading.
-  target = spec.split("=", 1)[1] if spec.startswith("hf=") else spec
+  target = spec.removeprefix(hf_checkpoints.HF_PREFIX)
   label = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.normpath(target))) or "vocab"
   name = f"{task_name}.vocab_{label}"
   if (name in seqio.TaskRegistry.names() and vocab_lib.resolve_vocabulary(

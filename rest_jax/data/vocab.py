@@ -29,6 +29,8 @@ from typing import Iterable, Optional, Sequence
 
 import seqio
 
+from rest_jax import hf_checkpoints
+
 DING_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ding")
 DING_SPM_PATH = os.path.join(DING_DIR, "spm_4k.model")
 DE_EN_SPM_PATH = os.path.join(os.path.dirname(DING_DIR), "de_en", "spm_8k.model")
@@ -55,9 +57,10 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
     raise ValueError(f"vocabulary spec {spec!r} is not a non-empty string; use {ACCEPTED_SPECS}")
   if spec == "byte":
     return seqio.ByteVocabulary()
-  if spec.startswith("hf="):
+  if spec.startswith(hf_checkpoints.HF_PREFIX):
     from rest_jax.data import hf_vocab  # pylint: disable=g-import-not-at-top
-    return hf_vocab.HFTokenizerVocabulary(os.path.expanduser(spec[len("hf="):]))
+    return hf_vocab.HFTokenizerVocabulary(
+        os.path.expanduser(spec[len(hf_checkpoints.HF_PREFIX):]))
   path = {"ding": DING_SPM_PATH, "de_en": DE_EN_SPM_PATH}.get(spec) or os.path.expanduser(spec)
   if not _exists(path):
     raise FileNotFoundError(
