@@ -18,9 +18,10 @@ import dataclasses
 from typing import Any, Sequence
 
 DTYPES = ("float32", "bfloat16", "float16")
-ACTIVATIONS = ("relu", "gelu", "silu")
+ACTIVATIONS = ("relu", "gelu", "silu", "gelu_exact")
 NORMS = ("layernorm", "rmsnorm", "rmsnorm_offset")
-POSITIONS = ("sinusoidal", "rope")
+POSITIONS = ("sinusoidal", "sinusoidal_marian", "rope")
+NORM_POSITIONS = ("pre", "post")
 MLPS = ("plain", "gated")
 LOGITS_SCALES = ("rsqrt_d_model", "none")
 EMBEDDING_SCALES = ("none", "sqrt_d_model")
@@ -66,14 +67,26 @@ class ModelConfig:
   # positions='rope', mlp='gated', activation='silu', num_kv_heads < num_heads,
   # tie_embeddings=False, logits_scale='none'.
   # 'rmsnorm': x / rms(x) * scale (no centring); 'rmsnorm_offset': x / rms(x) * (1 + scale),
-  # the scale starting at 0 (Gemma).
+  # the scale starting at 0 (Gemma). Marian-style: norm_position='post', norm_bias, mlp_bias,
+  # attention_bias and attention_out_bias, logits_bias, positions='sinusoidal_marian',
+  # embedding_scale='sqrt_d_model', logits_scale='none'.
+  # activation 'gelu' is the tanh approximation, 'gelu_exact' the erf form.
   norm: str = "layernorm"
-  positions: str = "sinusoidal"  # 'rope': rotary embeddings of queries and keys, none added.
+  norm_bias: bool = False  # A learned bias after LayerNorm's scale ('layernorm' only).
+  # 'pre': x + f(norm(x)) with a final norm after the last layer; 'post': norm(x + f(x)) and no
+  # final norm (Marian, BART).
+  norm_position: str = "pre"
+  # 'sinusoidal': sin|cos halves at timescales 10000^(i/(D/2-1)); 'sinusoidal_marian': the same
+  # halves at 10000^(i/(D/2)) (Marian); 'rope': rotary embeddings of queries and keys, none added.
+  positions: str = "sinusoidal"
   rope_theta: float = 10_000.0
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
   num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
   tie_embeddings: bool = True  # False: a separate output projection [D, V].
   attention_bias: bool = False  # Biases on the query/key/value projections (Qwen2).
+  attention_out_bias: bool = False  # A bias on the attention output projection (Marian).
+  mlp_bias: bool = False  # Biases on the MLP's projections (Marian).
+  logits_bias: bool = False  # A learned bias added to the output logits (Marian).
   logits_scale: str = "rsqrt_d_model"  # Multiplies the final hidden state; 'none' = 1.
   embedding_scale: str = "none"  # 'sqrt_d_model': input embeddings times sqrt(d_model) (Gemma).
 
@@ -102,14 +115,18 @@ class ModelConfig:
              f"allowed: {DTYPES}")
     _require(0.0 <= self.dropout_rate < 1.0, name, "dropout_rate", self.dropout_rate,
              "expected 0 <= dropout_rate < 1")
-    for field, allowed in (("norm", NORMS), ("positions", POSITIONS), ("mlp", MLPS),
+    for field, allowed in (("norm", NORMS), ("norm_position", NORM_POSITIONS),
+                           ("positions", POSITIONS), ("mlp", MLPS),
                            ("logits_scale", LOGITS_SCALES),
                            ("embedding_scale", EMBEDDING_SCALES)):
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
                f"allowed: {allowed}")
-    for field in ("tie_embeddings", "attention_bias"):
+    for field in ("tie_embeddings", "attention_bias", "attention_out_bias", "mlp_bias",
+                  "logits_bias", "norm_bias"):
       _require(isinstance(getattr(self, field), bool), name, field, getattr(self, field),
                "expected True or False")
+    _require(not self.norm_bias or self.norm == "layernorm", name, "norm_bias", self.norm_bias,
+             f"a norm bias needs norm='layernorm' (got norm={self.norm!r})")
     if self.num_kv_heads is not None:
       _positive_int(name, "num_kv_heads", self.num_kv_heads)
       _require(self.num_heads % self.num_kv_heads == 0, name, "num_kv_heads", self.num_kv_heads,

@@ -263,9 +263,11 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], vocabulary, max_source_tokens
                  ) -> tuple[list[Pair], int]:
   """Pairs with `source EOS` token ids, cut to `max_source_tokens` (EOS kept); the cut count."""
   from rest_jax.models.transformer import EOS_ID  # pylint: disable=g-import-not-at-top
+  from rest_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  source_vocabulary = vocab_lib.source_vocabulary(vocabulary)
   out, truncated = [], 0
   for source, reference in pairs:
-    ids = list(vocabulary.encode(source))
+    ids = list(source_vocabulary.encode(source))
     if len(ids) + 1 > max_source_tokens:
       ids, truncated = ids[:max_source_tokens - 1], truncated + 1
     out.append(Pair(source, reference, np.asarray(ids + [EOS_ID], np.int32)))

@@ -8,8 +8,9 @@ r"""Exports a trained policy as a Hugging Face checkpoint, to serve or evaluate 
 checkpoint the run started from (`rest_loop.run.init_policy='hf=DIR'`): its config.json is the
 template of the exported one and the id permutation (rest_jax.hf_checkpoints.TokenMap) is undone
 with its ids, and its tokenizer files are copied. The exported directory (config.json,
-model.safetensors, the tokenizer) loads with `transformers`' AutoModelForCausalLM; the value
-head is not exported. Every flag and the checkpoint's meta are checked before anything is read.
+model.safetensors, the tokenizer) loads with `transformers`' AutoModelForCausalLM (Marian:
+MarianMTModel / AutoModelForSeq2SeqLM); the value head is not exported. Every flag and the
+checkpoint's meta are checked before anything is read.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rest_jax import configs, fileio, hf_checkpoints
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json",
-                   "merges.txt")
+                   "merges.txt", "source.spm", "target.spm")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

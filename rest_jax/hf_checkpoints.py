@@ -1,21 +1,28 @@
-"""Hugging Face checkpoints of decoder-only families (Llama, Qwen2, Gemma) in and out of the policy.
+"""Hugging Face checkpoints (Llama, Qwen2, Gemma decoders; Marian encoder-decoders) in and out of
+the policy.
 
 `import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
-named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM` or
-`GemmaForCausalLM` and returns the `ModelConfig` and the parameter tree of the same network as
-rest_jax's `Transformer` (decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query
-attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as offsets from 1, embeddings times
-sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model).
+named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM`,
+`GemmaForCausalLM` or `MarianMTModel` and returns the `ModelConfig` and the parameter tree of the
+same network as rest_jax's `Transformer`: for the decoders decoder_only, RMSNorm, rotary
+positions, SwiGLU, grouped-query attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as
+offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, head_dim independent of
+d_model. For Marian (opus-mt) an encoder-decoder with post-LayerNorm layers, biases on every
+norm and projection, Marian's sinusoidal positions, one embedding for encoder, decoder and
+output, and a logits bias. One table per family (`_tensor_table`) pairs each parameter with its
+checkpoint tensor and the layout conversions both ways; import and export both read it.
 `export_policy(params, config, directory, ...)` writes the same format back, so a policy trained
 here can be served with standard tools; import -> export -> import is exact.
 
 Token ids. rest_jax reserves id 0 for padding (masked everywhere) and id 1 for end of sequence;
-a Hugging Face vocabulary puts its own tokens there (Llama: `<unk>`, `<s>`). The import therefore
+a Hugging Face vocabulary puts its own tokens there (Llama: `<unk>`, `<s>`; Marian: `</s>`,
+`<unk>`). The import therefore
 permutes the vocabulary: rest_jax id 1 is the checkpoint's `eos_token_id`, id 0 its
 `pad_token_id` (or `unk_token_id`; pass `pad_id=` when it has neither), and those two tokens
 trade places with whatever held ids 0 and 1. `TokenMap` converts ids both ways and the embedding
 and output rows are permuted with it, so the logits are the checkpoint's, reordered. The map is
-saved with exported checkpoints' metadata and undone on export.
+saved with exported checkpoints' metadata and undone on export. Marian's decoder starts from its
+pad token, which the permutation puts at rest_jax's start id 0.
 
 Weights are read tensor by tensor from memory-mapped files (bfloat16 through ml_dtypes), so the
 peak host memory is about one copy of the parameters in the requested dtype.
@@ -34,9 +41,9 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax.configs import ModelConfig
 
-FAMILIES = ("llama", "qwen2", "gemma")
+FAMILIES = ("llama", "qwen2", "gemma", "marian")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "gemma": "GemmaForCausalLM"}
+                 "gemma": "GemmaForCausalLM", "marian": "MarianMTModel"}
 # What each family's config.json implies beyond its sizes (Gemma: RMSNorm scales stored as
 # offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, tied output).
 _FAMILY_FIELDS = {
@@ -44,6 +51,18 @@ _FAMILY_FIELDS = {
     "qwen2": dict(norm="rmsnorm", activation="silu", embedding_scale="none"),
     "gemma": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model")}
 _ACTIVATIONS = {"llama": ("silu",), "qwen2": ("silu",), "gemma": ("gelu_pytorch_tanh",)}
+# Marian (opus-mt): a post-LayerNorm encoder-decoder with biases everywhere, fixed sinusoidal
+# positions, one embedding shared by encoder, decoder and output, and a logits bias.
+_MARIAN_FIELDS = dict(decoder_only=False, norm="layernorm", norm_bias=True,
+                      norm_position="post", positions="sinusoidal_marian", mlp="plain",
+                      attention_bias=True, attention_out_bias=True, mlp_bias=True,
+                      logits_bias=True, logits_scale="none")
+# config.json's activation_function -> ModelConfig.activation (transformers' "gelu" is the erf
+# form; "swish" is silu); and back for export.
+_MARIAN_ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu_exact",
+                       "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
+_MARIAN_ACTIVATION_NAMES = {"silu": "swish", "relu": "relu", "gelu_exact": "gelu",
+                            "gelu": "gelu_new"}
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -52,6 +71,7 @@ CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", \
 TOKEN_MAP_KEY = "rest_jax_token_map"
 HF_PREFIX = "hf="  # rest_loop.run.init_policy = 'hf=DIR', vocabulary spec 'hf=DIR'.
 TOKENIZER_JSON, SENTENCEPIECE_MODEL = "tokenizer.json", "tokenizer.model"
+MARIAN_TOKENIZER = ("source.spm", "target.spm", "vocab.json")
 
 
 # ------------------------------------------------------------------------------ safetensors
@@ -145,11 +165,56 @@ class TokenMap:
 
 # ------------------------------------------------------------------------------ configs
 def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
-  """The ModelConfig of a Llama/Qwen2 `config.json` (overrides: e.g. value_head, dtype)."""
+  """The ModelConfig of a Llama/Qwen2/Gemma/Marian `config.json` (overrides: e.g. value_head,
+  dtype)."""
   family = hf.get("model_type")
   if family not in FAMILIES:
     raise ValueError(f"config.json: model_type={family!r} is not supported; supported: "
                      f"{list(FAMILIES)}.")
+  fields = _marian_fields(hf) if family == "marian" else _decoder_fields(hf, family)
+  changed = sorted(k for k, v in overrides.items() if k in fields and fields[k] != v)
+  if changed:
+    raise ValueError(f"model_overrides {changed} would change the architecture of the "
+                     f"checkpoint's config.json ({ {k: fields[k] for k in changed} }); only "
+                     "fields it does not set may be overridden (e.g. dtype, param_dtype, "
+                     "dropout_rate).")
+  fields.update(overrides)
+  return ModelConfig(**fields)
+
+
+def _marian_fields(hf: Mapping[str, Any]) -> dict:
+  act = hf.get("activation_function", "gelu")
+  if act not in _MARIAN_ACTIVATIONS:
+    raise ValueError(f"config.json: activation_function={act!r}; supported for marian: "
+                     f"{list(_MARIAN_ACTIVATIONS)}.")
+  vocab = hf["vocab_size"]
+  unsupported = [
+      ("share_encoder_decoder_embeddings", not hf.get("share_encoder_decoder_embeddings", True),
+       "separate encoder and decoder embeddings"),
+      ("decoder_vocab_size", hf.get("decoder_vocab_size") not in (None, vocab),
+       "a target vocabulary other than the source's"),
+      ("decoder_attention_heads", hf.get("decoder_attention_heads", 16) != hf.get(
+          "encoder_attention_heads", 16), "different encoder and decoder head counts"),
+      ("decoder_ffn_dim", hf.get("decoder_ffn_dim", 4096) != hf.get("encoder_ffn_dim", 4096),
+       "different encoder and decoder MLP widths"),
+      ("decoder_start_token_id", hf.get("decoder_start_token_id", hf.get("pad_token_id"))
+       != hf.get("pad_token_id"), "a decoder start token other than the padding token"),
+      ("normalize_before", bool(hf.get("normalize_before")), "pre-LayerNorm (mBART-style)")]
+  for field, bad, what in unsupported:
+    if bad:
+      raise ValueError(f"config.json: {field}={hf.get(field)!r}: {what} is not supported "
+                       "(opus-mt's MarianMTModel layout only).")
+  return dict(
+      vocab_size=vocab, d_model=hf["d_model"], num_heads=hf.get("encoder_attention_heads", 16),
+      d_ff=hf.get("encoder_ffn_dim", 4096), num_encoder_layers=hf.get("encoder_layers", 12),
+      num_decoder_layers=hf.get("decoder_layers", 12),
+      max_len=hf.get("max_position_embeddings", 1024), layer_norm_epsilon=1e-5,
+      activation=_MARIAN_ACTIVATIONS[act],
+      embedding_scale="sqrt_d_model" if hf.get("scale_embedding") else "none",
+      tie_embeddings=bool(hf.get("tie_word_embeddings", True)), **_MARIAN_FIELDS)
+
+
+def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
   act = hf.get("hidden_activation") or hf.get("hidden_act") or _ACTIVATIONS[family][0]
   if act not in _ACTIVATIONS[family]:
     raise ValueError(f"config.json: hidden_act={act!r}; supported for {family}: "
@@ -177,19 +242,28 @@ def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
       tie_embeddings=bool(hf.get("tie_word_embeddings", family in ("qwen2", "gemma"))),
       logits_scale="none",
       attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
-  changed = sorted(k for k, v in overrides.items() if k in fields and fields[k] != v)
-  if changed:
-    raise ValueError(f"model_overrides {changed} would change the architecture of the "
-                     f"checkpoint's config.json ({ {k: fields[k] for k in changed} }); only "
-                     "fields it does not set may be overridden (e.g. dtype, param_dtype, "
-                     "dropout_rate).")
-  fields.update(overrides)
-  return ModelConfig(**fields)
+  return fields
 
 
 def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
                base: Mapping[str, Any] | None) -> dict:
   hf = dict(base or {})
+  if family == "marian":
+    pad = int(token_map.to_hf[0])
+    hf.update({
+        "model_type": family, "architectures": [ARCHITECTURES[family]],
+        "vocab_size": config.vocab_size, "decoder_vocab_size": config.vocab_size,
+        "d_model": config.d_model, "encoder_layers": config.num_encoder_layers,
+        "decoder_layers": config.num_decoder_layers,
+        "encoder_attention_heads": config.num_heads, "decoder_attention_heads": config.num_heads,
+        "encoder_ffn_dim": config.d_ff, "decoder_ffn_dim": config.d_ff,
+        "activation_function": _MARIAN_ACTIVATION_NAMES[config.activation],
+        "max_position_embeddings": config.max_len,
+        "scale_embedding": config.embedding_scale == "sqrt_d_model",
+        "share_encoder_decoder_embeddings": True, "tie_word_embeddings": config.tie_embeddings,
+        "eos_token_id": int(token_map.to_hf[1]), "forced_eos_token_id": int(token_map.to_hf[1]),
+        "pad_token_id": pad, "decoder_start_token_id": pad})
+    return hf
   hf.update({
       "model_type": family, "architectures": [ARCHITECTURES[family]],
       "vocab_size": config.vocab_size, "hidden_size": config.d_model,
@@ -208,6 +282,14 @@ def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
 
 def family_of(config: ModelConfig) -> str:
   """The checkpoint family whose architecture `config` is ('llama' for Llama and Qwen2)."""
+  if not config.decoder_only:
+    wrong = {k: getattr(config, k) for k, v in _MARIAN_FIELDS.items() if getattr(config, k) != v}
+    if wrong or config.resolved_head_dim * config.num_heads != config.d_model or (
+        config.resolved_kv_heads != config.num_heads):
+      raise ValueError(f"export: the encoder-decoder model is not Marian-style ({wrong}; needs "
+                       f"{_MARIAN_FIELDS}, one key/value head per query head and head_dim = "
+                       "d_model / num_heads).")
+    return "marian"
   wanted = dict(decoder_only=True, positions="rope", mlp="gated", logits_scale="none")
   wrong = {k: getattr(config, k) for k, v in wanted.items() if getattr(config, k) != v}
   for family in ("llama", "gemma"):
@@ -221,17 +303,114 @@ def family_of(config: ModelConfig) -> str:
 
 def check_exportable(config: ModelConfig, family: str | None = None) -> None:
   found = family_of(config)
-  if family is not None and (found == "gemma") != (family == "gemma"):
-    raise ValueError(f"export: family={family!r} but the model is a {found}-style decoder.")
+  if family is not None and (
+      (found == "gemma") != (family == "gemma") or (found == "marian") != (family == "marian")):
+    raise ValueError(f"export: family={family!r} but the model is {found}-style.")
 
 
 # ------------------------------------------------------------------------------ weights
-def _layer_names(i: int) -> dict[str, str]:
-  p = f"model.layers.{i}."
-  return {"q": p + "self_attn.q_proj", "k": p + "self_attn.k_proj", "v": p + "self_attn.v_proj",
-          "o": p + "self_attn.o_proj.weight", "gate": p + "mlp.gate_proj.weight",
-          "up": p + "mlp.up_proj.weight", "down": p + "mlp.down_proj.weight",
-          "norm1": p + "input_layernorm.weight", "norm2": p + "post_attention_layernorm.weight"}
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+  """One checkpoint tensor <-> one rest_jax parameter: its path in the parameter tree, its
+  checkpoint name and shape, and the layout conversions both ways (numpy arrays in, out)."""
+  path: tuple[str, ...]
+  name: str
+  shape: tuple[int, ...]
+  to_ours: Any
+  to_hf: Any
+
+
+def _transpose(x):
+  return np.transpose(x)
+
+
+def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
+  """Every parameter of `config`'s network (value head excepted) with its checkpoint tensor."""
+  d, h, g, k, f, v = (config.d_model, config.num_heads, config.resolved_kv_heads,
+                      config.resolved_head_dim, config.d_ff, config.vocab_size)
+  to_hf, from_hf = token_map.to_hf, token_map.from_hf  # Vocabulary rows: theirs <-> ours.
+  marian = not config.decoder_only
+  table = []
+
+  def add(path, name, shape, to_ours=lambda x: x, back=lambda x: x):
+    table.append(_Tensor(tuple(path.split("/")), name, tuple(shape), to_ours, back))
+
+  def attention(ours, theirs, heads_q=h, heads_kv=g):
+    # A torch Linear weight is [out, in]: our [D, H, K] is its transpose, split into heads.
+    for mine, proj, n in (("query", "q", heads_q), ("key", "k", heads_kv),
+                          ("value", "v", heads_kv)):
+      add(f"{ours}/{mine}", f"{theirs}.{proj}_proj.weight", (n * k, d),
+          lambda x, n=n: x.T.reshape(d, n, k), lambda x, n=n: x.reshape(d, n * k).T)
+      if config.attention_bias:
+        add(f"{ours}/{mine}_bias", f"{theirs}.{proj}_proj.bias", (n * k,),
+            lambda x, n=n: x.reshape(n, k), lambda x, n=n: x.reshape(n * k))
+    out = "out_proj" if marian else "o_proj"
+    add(f"{ours}/out", f"{theirs}.{out}.weight", (d, heads_q * k),
+        lambda x: x.T.reshape(heads_q, k, d), lambda x: x.reshape(heads_q * k, d).T)
+    if config.attention_out_bias:
+      add(f"{ours}/out_bias", f"{theirs}.{out}.bias", (d,))
+
+  def norm(ours, theirs):
+    add(f"{ours}/scale", f"{theirs}.weight", (d,))
+    if config.norm_bias:
+      add(f"{ours}/bias", f"{theirs}.bias", (d,))
+
+  def linear(ours, theirs, n_in, n_out):
+    add(ours, f"{theirs}.weight", (n_out, n_in), _transpose, _transpose)
+    if config.mlp_bias:
+      add(f"{ours}_bias", f"{theirs}.bias", (n_out,))
+
+  if marian:  # MarianMTModel: post-norm encoder-decoder, one shared embedding.
+    add("embedding", "model.shared.weight", (v, d), lambda x: x[to_hf], lambda x: x[from_hf])
+    add("output_bias", "final_logits_bias", (1, v), lambda x: x[0][to_hf],
+        lambda x: x[from_hf][None])
+    for i in range(config.num_encoder_layers):
+      p = f"model.encoder.layers.{i}."
+      attention(f"encoder_{i}/self_attention", p + "self_attn")
+      norm(f"encoder_{i}/pre_attention_norm", p + "self_attn_layer_norm")
+      linear(f"encoder_{i}/mlp/wi", p + "fc1", d, f)
+      linear(f"encoder_{i}/mlp/wo", p + "fc2", f, d)
+      norm(f"encoder_{i}/pre_mlp_norm", p + "final_layer_norm")
+    for i in range(config.num_decoder_layers):
+      p = f"model.decoder.layers.{i}."
+      attention(f"decoder_{i}/self_attention", p + "self_attn")
+      norm(f"decoder_{i}/pre_self_attention_norm", p + "self_attn_layer_norm")
+      attention(f"decoder_{i}/cross_attention", p + "encoder_attn")
+      norm(f"decoder_{i}/pre_cross_attention_norm", p + "encoder_attn_layer_norm")
+      linear(f"decoder_{i}/mlp/wi", p + "fc1", d, f)
+      linear(f"decoder_{i}/mlp/wo", p + "fc2", f, d)
+      norm(f"decoder_{i}/pre_mlp_norm", p + "final_layer_norm")
+  else:  # Llama / Qwen2 / Gemma decoders.
+    add("embedding", "model.embed_tokens.weight", (v, d), lambda x: x[to_hf],
+        lambda x: x[from_hf])
+    norm("decoder_norm", "model.norm")
+    for i in range(config.num_decoder_layers):
+      p = f"model.layers.{i}."
+      attention(f"decoder_{i}/self_attention", p + "self_attn")
+      norm(f"decoder_{i}/pre_self_attention_norm", p + "input_layernorm")
+      norm(f"decoder_{i}/pre_mlp_norm", p + "post_attention_layernorm")
+      add(f"decoder_{i}/mlp/wg", p + "mlp.gate_proj.weight", (f, d), _transpose, _transpose)
+      add(f"decoder_{i}/mlp/wi", p + "mlp.up_proj.weight", (f, d), _transpose, _transpose)
+      add(f"decoder_{i}/mlp/wo", p + "mlp.down_proj.weight", (d, f), _transpose, _transpose)
+  if not config.tie_embeddings:
+    add("output", "lm_head.weight", (v, d), lambda x: x[to_hf].T, lambda x: x.T[from_hf])
+  return table
+
+
+# Tensors a checkpoint may hold that carry nothing of their own: tied copies of the embedding,
+# and Marian's fixed sinusoidal position tables (checked against ours when present).
+_TIED_COPIES = ("lm_head.weight", "model.encoder.embed_tokens.weight",
+                "model.decoder.embed_tokens.weight")
+_POSITION_TABLES = ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight")
+
+
+def marian_position_table(num_positions: int, d_model: int) -> np.ndarray:
+  """Marian's sinusoidal position table (rows = positions), computed as rest_jax's Transformer
+  computes positions='sinusoidal_marian'."""
+  half = d_model // 2
+  angles = np.arange(num_positions)[:, None] * np.exp(
+      -np.log(10_000.0) * np.arange(half) / half)[None, :]
+  return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
 def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token_map: TokenMap,
@@ -241,51 +420,34 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token
   Every tensor's name and shape is checked first, without reading any weights. With `lazy`,
   each leaf is a function that reads and converts that one parameter when called (so a loader
   can place parameters on their devices one at a time, `load_sharded`)."""
-  d, h, g, k = (config.d_model, config.num_heads, config.resolved_kv_heads,
-                config.resolved_head_dim)
+  params: dict = {}
   used = set()
+  for entry in _tensor_table(config, token_map):
+    if entry.name not in tensors:
+      raise KeyError(f"checkpoint has no tensor {entry.name!r}")
+    array = tensors[entry.name]  # Memory-mapped: only its header is read here.
+    if tuple(array.shape) != entry.shape:
+      raise ValueError(f"checkpoint tensor {entry.name!r} has shape {tuple(array.shape)}; the "
+                       f"config needs {entry.shape}.")
+    used.add(entry.name)
 
-  def get(name, shape):  # Checks only: the (memory-mapped) data is read by the leaf.
-    if name not in tensors:
-      raise KeyError(f"checkpoint has no tensor {name!r}")
-    array = tensors[name]
-    if tuple(array.shape) != tuple(shape):
-      raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(array.shape)}; the "
-                       f"config needs {tuple(shape)}.")
-    used.add(name)
-    return array
-
-  def leaf(array, convert=lambda x: x):
-    def read():
+    def read(array=array, convert=entry.to_ours):
       return np.ascontiguousarray(convert(np.asarray(array, dtype=np.float32))).astype(dtype)
-    return read if lazy else read()
 
-  rows = lambda x: x[token_map.to_hf]  # Vocabulary rows into rest_jax's id order.
-  params = {"embedding": leaf(get("model.embed_tokens.weight", (config.vocab_size, d)), rows),
-            "decoder_norm": {"scale": leaf(get("model.norm.weight", (d,)))}}
-  if not config.tie_embeddings:
-    params["output"] = leaf(get("lm_head.weight", (config.vocab_size, d)), lambda x: rows(x).T)
-  heads = lambda n: lambda x: x.T.reshape(d, n, k)
-  for i in range(config.num_decoder_layers):
-    n = _layer_names(i)
-    attention = {
-        "query": leaf(get(n["q"] + ".weight", (h * k, d)), heads(h)),
-        "key": leaf(get(n["k"] + ".weight", (g * k, d)), heads(g)),
-        "value": leaf(get(n["v"] + ".weight", (g * k, d)), heads(g)),
-        "out": leaf(get(n["o"], (d, h * k)), lambda x: x.T.reshape(h, k, d))}
-    if config.attention_bias:
-      attention.update(
-          query_bias=leaf(get(n["q"] + ".bias", (h * k,)), lambda x: x.reshape(h, k)),
-          key_bias=leaf(get(n["k"] + ".bias", (g * k,)), lambda x: x.reshape(g, k)),
-          value_bias=leaf(get(n["v"] + ".bias", (g * k,)), lambda x: x.reshape(g, k)))
-    params[f"decoder_{i}"] = {
-        "pre_self_attention_norm": {"scale": leaf(get(n["norm1"], (d,)))},
-        "self_attention": attention,
-        "pre_mlp_norm": {"scale": leaf(get(n["norm2"], (d,)))},
-        "mlp": {"wg": leaf(get(n["gate"], (config.d_ff, d)), np.transpose),
-                "wi": leaf(get(n["up"], (config.d_ff, d)), np.transpose),
-                "wo": leaf(get(n["down"], (d, config.d_ff)), np.transpose)}}
-  ignored = sorted(set(tensors) - used - {"lm_head.weight"})
+    node = params
+    for key in entry.path[:-1]:
+      node = node.setdefault(key, {})
+    node[entry.path[-1]] = read if lazy else read()
+  for name in _POSITION_TABLES:
+    if name in tensors and config.positions == "sinusoidal_marian":
+      table = np.asarray(tensors[name], np.float32)
+      ours = marian_position_table(table.shape[0], config.d_model)
+      if table.shape != ours.shape or not np.allclose(table, ours, atol=1e-4):
+        raise ValueError(f"checkpoint tensor {name!r} is not the sinusoidal table rest_jax "
+                         "computes (positions='sinusoidal_marian'): learned positions are not "
+                         "supported.")
+      used.add(name)
+  ignored = sorted(set(tensors) - used - set(_TIED_COPIES))
   if ignored:
     raise ValueError(f"checkpoint tensors not used by this config: {ignored[:5]}"
                      f"{' ...' if len(ignored) > 5 else ''}")
@@ -295,31 +457,14 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], config: ModelConfig, token
 def params_to_hf(params: Mapping[str, Any], config: ModelConfig, token_map: TokenMap,
                  dtype=np.float32) -> dict[str, np.ndarray]:
   """The checkpoint tensors of rest_jax parameters (the value head is not exported)."""
-  d, h, g, k = (config.d_model, config.num_heads, config.resolved_kv_heads,
-                config.resolved_head_dim)
-  fa = lambda x: np.asarray(x, dtype=np.float32)
-  back = token_map.from_hf  # Row r of the checkpoint matrix is rest_jax row back[r].
-  out = {"model.embed_tokens.weight": fa(params["embedding"])[back],
-         "model.norm.weight": fa(params["decoder_norm"]["scale"])}
-  if not config.tie_embeddings:
-    out["lm_head.weight"] = fa(params["output"]).T[back]
-  for i in range(config.num_decoder_layers):
-    n, layer = _layer_names(i), params[f"decoder_{i}"]
-    att, mlp = layer["self_attention"], layer["mlp"]
-    out[n["q"] + ".weight"] = fa(att["query"]).reshape(d, h * k).T
-    out[n["k"] + ".weight"] = fa(att["key"]).reshape(d, g * k).T
-    out[n["v"] + ".weight"] = fa(att["value"]).reshape(d, g * k).T
-    out[n["o"]] = fa(att["out"]).reshape(h * k, d).T
-    if config.attention_bias:
-      out[n["q"] + ".bias"] = fa(att["query_bias"]).reshape(h * k)
-      out[n["k"] + ".bias"] = fa(att["key_bias"]).reshape(g * k)
-      out[n["v"] + ".bias"] = fa(att["value_bias"]).reshape(g * k)
-    out[n["norm1"]] = fa(layer["pre_self_attention_norm"]["scale"])
-    out[n["norm2"]] = fa(layer["pre_mlp_norm"]["scale"])
-    out[n["gate"]] = fa(mlp["wg"]).T
-    out[n["up"]] = fa(mlp["wi"]).T
-    out[n["down"]] = fa(mlp["wo"]).T
-  return {name: np.ascontiguousarray(x).astype(dtype) for name, x in out.items()}
+  out = {}
+  for entry in _tensor_table(config, token_map):
+    node = params
+    for key in entry.path:
+      node = node[key]
+    out[entry.name] = np.ascontiguousarray(entry.to_hf(np.asarray(node, np.float32))).astype(
+        dtype)
+  return out
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -345,9 +490,10 @@ def init_directory(init_policy: Any) -> str | None:
       (CONFIG_NAME, fileio.exists(os.path.join(directory, CONFIG_NAME))),
       (f"{WEIGHTS_NAME} or {INDEX_NAME}", any(fileio.exists(os.path.join(directory, n))
                                               for n in (WEIGHTS_NAME, INDEX_NAME))),
-      (f"{TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}", any(
+      (f"{TOKENIZER_JSON}, {' + '.join(MARIAN_TOKENIZER)} or {SENTENCEPIECE_MODEL}", any(
           fileio.exists(os.path.join(directory, n)) for n in (TOKENIZER_JSON,
-                                                              SENTENCEPIECE_MODEL))))
+                                                              SENTENCEPIECE_MODEL))
+       or all(fileio.exists(os.path.join(directory, n)) for n in MARIAN_TOKENIZER)))
              if not present]
   if missing:
     raise ValueError(f"{where}: {directory} has no {', no '.join(missing)}.")

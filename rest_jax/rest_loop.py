@@ -157,7 +157,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
   row (G0I0, loss 'pretrained') is evaluated like a trained BC policy's. With
   `init_policy_mode='finetune'` BC trains as configured but starts from that policy's parameters
   (a fresh optimizer), which continues a BC policy on a new machine or new data.
-  `init_policy='hf=DIR'` starts from a Hugging Face checkpoint directory (Llama/Qwen2/Gemma
+  `init_policy='hf=DIR'` starts from a Hugging Face checkpoint directory (Llama/Qwen2/Gemma/Marian
   config.json + safetensors + tokenizer; rest_jax.hf_checkpoints): the model is the
   checkpoint's architecture (`model_preset` is not used; `model_overrides` may set non-shape
   fields such as dtype or dropout_rate), the task is tokenized with the checkpoint's tokenizer

@@ -1,9 +1,12 @@
 """Writes the tiny Hugging Face reference checkpoints the import/export tests compare against.
 
-For each decoder-only family rest_jax imports (Llama, Qwen2, Gemma) it builds a tiny random model with
-`transformers`, saves it (config.json + model.safetensors) under tests/data/hf_tiny/<family>/,
-and stores what `transformers` computes on fixed token ids in expected.npz: the logits of every
-position, and a greedy continuation of a prompt. The tests then need neither torch nor
+For each family rest_jax imports (the decoders Llama, Qwen2, Gemma; the encoder-decoder Marian)
+it builds a tiny random model with `transformers`, saves it (config.json + model.safetensors)
+under tests/data/hf_tiny/<family>/, and stores what `transformers` computes on fixed token ids
+in expected.npz: the logits of every position, and a greedy continuation of a prompt (Marian:
+of a source). Marian also gets a tiny tokenizer (source.spm and target.spm trained on the shipped
+Ding German/English sentences, vocab.json joining their pieces) and the ids and texts
+`MarianTokenizer` gives for a few sentences. The tests then need neither torch nor
 transformers; rerun this script (with `pip install torch transformers`) to regenerate.
 
   python scripts/make_hf_reference.py [--out=tests/data/hf_tiny]
@@ -12,6 +15,9 @@ transformers; rerun this script (with `pip install torch transformers`) to regen
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
+import json
 import os
 
 import numpy as np
@@ -43,15 +49,120 @@ def build(family: str):
   return model.float().eval()
 
 
+MARIAN_TEXTS = {  # (German sources, English targets) the tokenizer test encodes and decodes.
+    "source": ["Das ist ein Haus.", "Er brach sein Wort, obwohl er es versprochen hatte!",
+               "Zeigt die Größe eines Segments (in MB)."],
+    "target": ["This is a house.", "He broke his word, although he had promised it!",
+               "Shows the size of a segment (in MB)."]}
+
+
+def _marian_tokenizer(directory: str) -> int:
+  """source.spm/target.spm (unigram, 100 pieces, from the Ding sentences) and vocab.json
+  (</s> 0, <unk> 1, the pieces of both, <pad> last) in `directory`; returns the vocab size."""
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  ding = os.path.join(os.path.dirname(__file__), "..", "rest_jax", "data", "ding",
+                      "train.tsv.gz")
+  with gzip.open(ding, "rt", encoding="utf-8") as f:
+    pairs = [line.rstrip("\n").split("\t") for line in f][:3000]
+  pieces = []
+  for side, column in (("source", 0), ("target", 1)):
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(p[column] for p in pairs), model_writer=model, vocab_size=100,
+        model_type="unigram", character_coverage=1.0, num_threads=1, minloglevel=2,
+        normalization_rule_name="identity")  # No 240 kB NFKC table in the test data.
+    with open(os.path.join(directory, f"{side}.spm"), "wb") as f:
+      f.write(model.getvalue())
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces += [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+  specials = ("</s>", "<unk>", "<s>", "<pad>")
+  ordered = ["</s>", "<unk>"] + sorted(set(pieces) - set(specials)) + ["<pad>"]
+  with open(os.path.join(directory, "vocab.json"), "w", encoding="utf-8") as f:
+    json.dump({piece: i for i, piece in enumerate(ordered)}, f, ensure_ascii=False, indent=1)
+  with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+    json.dump({"source_lang": "de", "target_lang": "en", "tokenizer_class": "MarianTokenizer"},
+              f)
+  return len(ordered)
+
+
+def build_marian(directory: str, rng):
+  """A tiny random MarianMTModel with its tokenizer in `directory`, and its reference outputs."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  vocab = _marian_tokenizer(directory)
+  tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
+  config = transformers.MarianConfig(
+      vocab_size=vocab, decoder_vocab_size=vocab, d_model=32, encoder_layers=2,
+      decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+      encoder_ffn_dim=48, decoder_ffn_dim=48, activation_function="swish",
+      max_position_embeddings=64, scale_embedding=True, pad_token_id=vocab - 1,
+      eos_token_id=0, decoder_start_token_id=vocab - 1, forced_eos_token_id=0,
+      init_std=0.15)  # Larger than the default 0.02: peaked attention, distinct logits.
+  pad = vocab - 1
+  # A random model's greedy output is often one token repeated: draw seeds and sources until it
+  # varies (>= 3 distinct tokens per row, rows differ) and never emits <pad> (rest_jax never
+  # samples it).
+  for seed in range(3, 200):
+    torch.manual_seed(seed)
+    model = transformers.MarianMTModel(config)
+    with torch.no_grad():  # Random norms, biases and logits bias: every mapping is checked.
+      for name, param in model.named_parameters():
+        if "layer_norm" in name or name.endswith(".bias"):
+          param.add_(0.3 * torch.randn_like(param))
+      model.final_logits_bias.add_(0.05 * torch.randn_like(model.final_logits_bias))
+      # Tied embeddings carried by the residual stream make a random decoder copy its last
+      # token forever; smaller embeddings let the layers decide.
+      model.model.shared.weight.mul_(0.2)
+      for name, param in model.named_parameters():  # Peaked cross-attention: sources differ.
+        if "encoder_attn.q_proj" in name or "encoder_attn.k_proj" in name:
+          param.mul_(3.0)
+    model = model.float().eval()
+    ids = rng.integers(2, vocab - 1, size=(2, 9))
+    ids[:, -1] = 0  # Sources end with </s>, as the tokenizer writes them.
+    targets = rng.integers(2, vocab - 1, size=(2, 7))
+    with torch.no_grad():
+      decoder_inputs = np.concatenate([np.full((2, 1), pad), targets[:, :-1]], axis=1)
+      logits = model(input_ids=torch.tensor(ids),
+                     decoder_input_ids=torch.tensor(decoder_inputs)).logits.numpy()
+      generated = model.generate(torch.tensor(ids), max_new_tokens=8, do_sample=False,
+                                 num_beams=1, eos_token_id=0, pad_token_id=pad,
+                                 decoder_start_token_id=pad, forced_eos_token_id=None,
+                                 attention_mask=torch.ones(ids.shape, dtype=torch.long))
+    generated = generated[:, 1:].numpy()  # Without the start token.
+    finished = np.cumsum(generated == 0, axis=1) > 0
+    if (not ((generated == pad) & ~finished).any()
+        and min(len(set(row)) for row in generated.tolist()) >= 3
+        and (generated[0] != generated[1]).any()):  # The source matters.
+      break
+  model.save_pretrained(directory, safe_serialization=True)
+  os.remove(os.path.join(directory, "generation_config.json"))
+  source = tokenizer(MARIAN_TEXTS["source"], padding=True, return_tensors="pt")
+  target = tokenizer(text_target=MARIAN_TEXTS["target"], padding=True, return_tensors="pt")
+  with open(os.path.join(directory, "texts.json"), "w", encoding="utf-8") as f:
+    json.dump({
+        **MARIAN_TEXTS,
+        "source_ids": [[i for i in row if i != pad] for row in source["input_ids"].tolist()],
+        "target_ids": [[i for i in row if i != pad] for row in target["input_ids"].tolist()],
+        "decoded": tokenizer.batch_decode(target["input_ids"], skip_special_tokens=True)},
+        f, ensure_ascii=False, indent=1)
+  np.savez(os.path.join(directory, "expected.npz"), ids=ids, targets=targets,
+           logits=logits.astype(np.float32), greedy=generated)
+
+
 def main():
   import torch  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                     "data", "hf_tiny"))
   rng = np.random.default_rng(0)
-  parser.add_argument("--families", default="llama,qwen2,gemma")
+  parser.add_argument("--families", default="llama,qwen2,gemma,marian")
   args = parser.parse_args()
   for family in args.families.split(","):
+    if family == "marian":
+      build_marian(os.path.join(args.out, family), np.random.default_rng(3))
+      print(f"{family}: {os.path.join(args.out, family)}")
+      continue
     model = build(family)
     directory = os.path.join(args.out, family)
     model.save_pretrained(directory, safe_serialization=True)

@@ -30,7 +30,7 @@ GIB = 1024 ** 3
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--hf_config", help="a Hugging Face config.json (Llama/Qwen2/Gemma)")
+  source.add_argument("--hf_config", help="a Hugging Face config.json (Llama/Qwen2/Gemma/Marian)")
   source.add_argument("--preset", help="a rest_jax model preset (rest_jax.models.PRESETS)")
   p.add_argument("--vocab_size", type=int, default=32000, help="with --preset")
   p.add_argument("--decoder_only", action="store_true", help="with --preset")

@@ -17,7 +17,7 @@ def _model(**kw):
     (dict(num_heads=5), r"ModelConfig.num_heads=5 .*must divide d_model=32"),
     (dict(d_model=0), r"ModelConfig.d_model=0 .*positive integer"),
     (dict(activation="swish"),
-     r"ModelConfig.activation='swish' .*allowed: \('relu', 'gelu', 'silu'\)"),
+     r"ModelConfig.activation='swish' .*allowed: \('relu', 'gelu', 'silu', 'gelu_exact'\)"),
     (dict(dtype="float8"), r"ModelConfig.dtype='float8' .*allowed"),
     (dict(decoder_only=True), r"ModelConfig.num_encoder_layers=1 .*must be 0 when decoder_only"),
     (dict(dropout_rate=1.0), r"ModelConfig.dropout_rate=1.0"),

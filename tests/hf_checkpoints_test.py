@@ -104,7 +104,7 @@ def test_errors_name_the_problem(tmp_path):
   config = json.loads((directory / "config.json").read_text())
   (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
   with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
-                                       r"\['llama', 'qwen2', 'gemma'\]"):
+                                       r"\['llama', 'qwen2', 'gemma', 'marian'\]"):
     hf.import_policy(str(directory))
   (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
   with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
@@ -122,7 +122,110 @@ def test_errors_name_the_problem(tmp_path):
   with pytest.raises(ValueError, match=r"hidden_act='gelu'; supported for llama: \['silu'\]"):
     hf.model_config_from_hf(dict(config, hidden_act="gelu"))
   gemma, _, gemma_map = hf.import_policy(os.path.join(DATA, "gemma"))
-  with pytest.raises(ValueError, match="family='llama' but the model is a gemma-style decoder"):
+  with pytest.raises(ValueError, match="family='llama' but the model is gemma-style"):
     hf.export_policy({}, gemma, gemma_map, str(tmp_path / "as_llama"), family="llama")
   with pytest.raises(ValueError, match="not a Llama/Qwen2- or Gemma-style decoder"):
     hf.export_policy({}, toy_setup.toy_model(decoder_only=True).config, None, str(tmp_path))
+
+
+# ------------------------------------------------------------------------ Marian (opus-mt)
+MARIAN = os.path.join(DATA, "marian")
+
+
+def test_marian_logits_equal_transformers():
+  config, params, token_map, expected = _imported("marian")
+  assert (config.decoder_only, config.norm_position, config.positions, config.activation,
+          config.embedding_scale, config.tie_embeddings, config.logits_bias) == (
+              False, "post", "sinusoidal_marian", "silu", "sqrt_d_model", True, True)
+  assert (token_map.to_hf[0], token_map.to_hf[1]) == (config.vocab_size - 1, 0)  # <pad>, </s>
+  # transformers was fed decoder inputs <pad> + targets[:-1]: rest_jax's teacher forcing.
+  logits = Transformer(config).apply({"params": params}, token_map.encode(expected["ids"]),
+                                     token_map.encode(expected["targets"]))
+  reference = expected["logits"][..., token_map.to_hf]
+  np.testing.assert_allclose(np.asarray(logits), reference, atol=2e-5, rtol=1e-4)
+
+
+def test_marian_greedy_generation_equals_transformers():
+  config, params, token_map, expected = _imported("marian")
+  mesh = toy_setup.mesh()
+  shardings = jax.tree_util.tree_map(lambda _: jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()), params)
+  sampler = sampling.make_sampler(Transformer(config), SamplingConfig(
+      max_decode_len=expected["greedy"].shape[1], temperature=0.0), mesh, shardings)
+  out = sampler(params, token_map.encode(expected["ids"]), jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(np.asarray(out.tokens)[:, 0],
+                                token_map.encode(expected["greedy"]))
+
+
+def test_marian_import_export_import_is_exact(tmp_path):
+  config, params, token_map, _ = _imported("marian")
+  base = json.loads(open(os.path.join(MARIAN, "config.json"), encoding="utf-8").read())
+  hf.export_policy(params, config, token_map, str(tmp_path), family="marian", base_config=base)
+  original, exported = hf.read_weights(MARIAN), hf.read_weights(str(tmp_path))
+  assert sorted(exported) == sorted(original)
+  for name, array in original.items():
+    np.testing.assert_array_equal(exported[name], array, err_msg=name)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  for key in ("activation_function", "scale_embedding", "pad_token_id", "eos_token_id",
+              "decoder_start_token_id", "encoder_layers", "decoder_ffn_dim"):
+    assert saved[key] == base[key], key
+  config2, params2, token_map2 = hf.import_policy(str(tmp_path))
+  assert config2 == config
+  np.testing.assert_array_equal(token_map2.to_hf, token_map.to_hf)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params2, params)
+
+
+def test_marian_position_tables_are_checked_when_present(tmp_path):
+  """Older Marian checkpoints store the fixed sinusoid tables: accepted when they are the ones
+  positions='sinusoidal_marian' computes, refused otherwise (learned positions)."""
+  directory = tmp_path / "ckpt"
+  shutil.copytree(MARIAN, directory)
+  tensors = dict(hf.read_weights(str(directory)))
+  table = hf.marian_position_table(64, 32)
+  hf.write_safetensors(str(directory / "model.safetensors"), {
+      **tensors, "model.encoder.embed_positions.weight": table,
+      "model.decoder.embed_positions.weight": table})
+  hf.import_policy(str(directory))
+  hf.write_safetensors(str(directory / "model.safetensors"), {
+      **tensors, "model.encoder.embed_positions.weight": table + 0.01})
+  with pytest.raises(ValueError, match="learned positions are not supported"):
+    hf.import_policy(str(directory))
+
+
+def test_marian_tokenizer_matches_transformers():
+  """Sources are cut with source.spm, targets with target.spm, both through vocab.json, as
+  MarianTokenizer does (its ids, made by scripts/make_hf_reference.py, end with </s>, which
+  seqio appends here); decoding drops the special tokens."""
+  from rest_jax.data import hf_vocab, vocab as vocab_lib
+  texts = json.loads(open(os.path.join(MARIAN, "texts.json"), encoding="utf-8").read())
+  target = hf_vocab.HFTokenizerVocabulary(MARIAN)
+  source = vocab_lib.source_vocabulary(target)
+  assert (target.kind, target.side, source.side) == ("marian", "target", "source")
+  assert source is target.source_vocabulary and source != target
+  for side, vocabulary in (("source", source), ("target", target)):
+    for text, ids in zip(texts[side], texts[f"{side}_ids"]):
+      assert ids[-1] == 0
+      assert list(vocabulary.encode(text)) == list(target.token_map.encode(ids[:-1]))
+  for ids, decoded in zip(texts["target_ids"], texts["decoded"]):
+    assert target.decode(target.token_map.encode(ids).tolist()) == decoded
+  # The two models really differ: English cut by the German model is another id sequence.
+  assert any(list(source.encode(t)) != list(target.encode(t)) for t in texts["target"])
+  assert target.vocab_size == json.loads(open(os.path.join(MARIAN, "config.json")).read())[
+      "vocab_size"]
+
+
+def test_marian_config_errors():
+  base = json.loads(open(os.path.join(MARIAN, "config.json"), encoding="utf-8").read())
+  for change, message in [
+      (dict(activation_function="tanh"), r"activation_function='tanh'; supported for marian"),
+      (dict(share_encoder_decoder_embeddings=False), "separate encoder and decoder embeddings"),
+      (dict(decoder_vocab_size=50), "a target vocabulary other than the source's"),
+      (dict(decoder_attention_heads=2), "different encoder and decoder head counts"),
+      (dict(decoder_start_token_id=3), "a decoder start token other than the padding token")]:
+    with pytest.raises(ValueError, match=message):
+      hf.model_config_from_hf(dict(base, **change))
+  assert hf.model_config_from_hf(dict(base, activation_function="gelu")).activation == \
+      "gelu_exact"
+  config = hf.model_config_from_hf(base)
+  with pytest.raises(ValueError, match="not Marian-style"):
+    hf.family_of(config.replace(norm_position="pre"))

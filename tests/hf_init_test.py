@@ -168,7 +168,8 @@ def test_bad_hf_init_policy_is_a_clear_error_before_any_data(checkpoint, tmp_pat
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(ValueError, match=r"run.init_policy='hf=.*empty': .* has no config.json, "
-                                       r"no model.safetensors or .*, no tokenizer.json or "
+                                       r"no model.safetensors or .*, no tokenizer.json, "
+                                       r"source.spm \+ target.spm \+ vocab.json or "
                                        r"tokenizer.model"):
     run_experiment(tmp_path / "a", f"rest_loop.run.init_policy = 'hf={empty}'")
   with pytest.raises(ValueError, match=r"run.init_policy='hf=/nonexistent': no such directory"):
@@ -184,3 +185,48 @@ def test_model_overrides_may_not_change_the_checkpoints_architecture(checkpoint,
                                        r"architecture"):
     run_experiment(tmp_path, f"rest_loop.run.init_policy = 'hf={checkpoint}'",
                    "rest_loop.run.model_overrides = {'decoder_only': True, 'd_model': 64}")
+
+
+def run_translation(workdir, *bindings):
+  """The tiny translation experiment (test/tiny_e2e.gin, Ding German->English)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from rest_jax import main  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  main.parse_gin(["test/tiny_e2e.gin"], list(bindings), [main.EXPERIMENTS_DIR])
+  try:
+    return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.slow
+def test_translation_rest_starts_from_a_marian_checkpoint_and_exports_back(tmp_path):
+  """ReST on German->English from an opus-mt-style checkpoint (tests/data/hf_tiny/marian, its
+  parity with transformers is hf_checkpoints_test's): sources are cut with its source.spm,
+  targets with its target.spm; the trained policy exports back to a Marian checkpoint."""
+  from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  marian = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", "marian")
+  workdir = tmp_path / "run"
+  rows = run_translation(workdir, f"rest_loop.run.init_policy = 'hf={marian}'",
+                         "rest_loop.run.init_policy_mode = 'finetune'",
+                         "ImproveConfig.filter_schedule = ('threshold:tau=0.0',)")
+  assert {r["run"] for r in rows} == {"G0I0", "G1I0"}
+  task = pipeline.get_task("ding_de_en.vocab_marian")
+  inputs_vocab = task.output_features["inputs"].vocabulary
+  targets_vocab = task.output_features["targets"].vocabulary
+  assert (inputs_vocab.side, targets_vocab.side) == ("source", "target")
+  example = next(iter(task.get_dataset(split="validation", shuffle=False)))
+  german = example["inputs_pretokenized"].numpy().decode()
+  assert list(example["inputs"].numpy()) == list(inputs_vocab.encode(german)) + [1]
+  samples = [json.loads(l) for l in open(report.samples_path(workdir, "G1I0", "validation"))]
+  assert samples and all(isinstance(s["hypothesis"], str) for s in samples)
+
+  out = tmp_path / "exported"
+  assert export_hf.main([f"--policy={workdir}", f"--base={marian}", f"--out={out}"]) == 0
+  assert all(os.path.exists(out / name) for name in hf_checkpoints.MARIAN_TOKENIZER)
+  config, exported, _ = hf_checkpoints.import_policy(str(out))
+  assert config == hf_checkpoints.import_policy(marian)[0]
+  final = reward_model_training.load_policy_for_sampling(
+      str(workdir / "checkpoints_best"), vocabulary_spec=f"hf={marian}").params
+  for key, value in exported.items():
+    jax.tree_util.tree_map(np.testing.assert_array_equal, value, jax.device_get(final[key]))

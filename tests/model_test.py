@@ -13,15 +13,16 @@ from rest_jax.models.presets import PRESETS
 
 AXES = {"vocab", "embed", "mlp", "heads", "kv"}
 # Architecture variants of pretrained families (ModelConfig), each alone and all together.
-LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
-                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+LLAMA_STYLE = toy_setup.LLAMA_STYLE
 VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions="rope"),
             "swiglu": dict(mlp="gated", activation="silu"), "gqa": dict(num_kv_heads=1),
             "untied": dict(tie_embeddings=False, logits_scale="none"), "llama": LLAMA_STYLE,
             "qwen2": dict(LLAMA_STYLE, attention_bias=True),
             "gemma": dict(norm="rmsnorm_offset", positions="rope", mlp="gated",
                           activation="gelu", num_kv_heads=1, logits_scale="none",
-                          embedding_scale="sqrt_d_model", head_dim=12)}
+                          embedding_scale="sqrt_d_model", head_dim=12),
+            "post_norm": dict(norm_position="post"), "marian": toy_setup.MARIAN_STYLE,
+            "gelu_exact": dict(activation="gelu_exact", mlp_bias=True)}
 
 
 def _init(model, src, tgt):
@@ -29,7 +30,7 @@ def _init(model, src, tgt):
   return boxed["params"], nn.meta.unbox(boxed["params"])
 
 
-@pytest.mark.parametrize("variant", ["paper", "llama"])
+@pytest.mark.parametrize("variant", ["paper", "llama", "marian"])
 @pytest.mark.parametrize("decoder_only", [False, True])
 def test_every_parameter_has_logical_axes(decoder_only, variant):
   model = toy_setup.toy_model(decoder_only=decoder_only, value_head=True, **VARIANTS[variant])
@@ -179,6 +180,11 @@ def test_variant_config_errors():
       (dict(mlp="moe"), r"ModelConfig.mlp='moe' .*allowed: \('plain', 'gated'\)"),
       (dict(positions="rope", head_dim=5), r"'rope' needs an even head dimension \(got 5\)"),
       (dict(logits_scale="sqrt"), r"ModelConfig.logits_scale='sqrt' .*allowed"),
-      (dict(tie_embeddings="no"), r"ModelConfig.tie_embeddings='no' .*True or False")]:
+      (dict(tie_embeddings="no"), r"ModelConfig.tie_embeddings='no' .*True or False"),
+      (dict(norm_position="sandwich"), r"ModelConfig.norm_position='sandwich' .*allowed: "
+                                       r"\('pre', 'post'\)"),
+      (dict(norm="rmsnorm", norm_bias=True), r"ModelConfig.norm_bias=True .*needs "
+                                             r"norm='layernorm'"),
+      (dict(mlp_bias=1), r"ModelConfig.mlp_bias=1 .*True or False")]:
     with pytest.raises(ValueError, match=message):
       model_config("toy", 16, **overrides)

@@ -15,14 +15,11 @@ from rest_jax.configs import BeamSearchConfig, SamplingConfig
 from rest_jax.models import EOS_ID, PAD_ID, token_log_probs
 
 
-# The Llama/Qwen-style variant (RMSNorm, rotary positions, SwiGLU, grouped-query attention,
-# untied output) must sample exactly as the paper's policy does.
-LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
-                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
-
-
-@pytest.fixture(scope="module", params=[(False, {}), (True, {}), (True, LLAMA_STYLE)],
-                ids=["encdec", "deconly", "deconly_llama"])
+# The pretrained-family variants (toy_setup.LLAMA_STYLE, MARIAN_STYLE) must sample exactly as the
+# paper's policy does.
+@pytest.fixture(scope="module", params=[(False, {}), (True, {}), (True, toy_setup.LLAMA_STYLE),
+                                        (False, toy_setup.MARIAN_STYLE)],
+                ids=["encdec", "deconly", "deconly_llama", "encdec_marian"])
 def setup(request):
   decoder_only, variant = request.param
   model = toy_setup.toy_model(decoder_only=decoder_only, **variant)

@@ -8,6 +8,16 @@ from rest_jax.configs import MeshConfig, OptimizerConfig
 from rest_jax.models import Transformer, model_config
 
 VOCAB = 32
+# Architecture variants of pretrained families (ModelConfig overrides of the toy preset).
+# Llama/Qwen-style decoders: RMSNorm, rotary positions, SwiGLU, grouped-query attention, untied
+# output. Marian (opus-mt) encoder-decoders: post-LayerNorm with biases, Marian's sinusoids,
+# biases on every projection and on the logits, swish, scaled embeddings, tied output.
+LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
+                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+MARIAN_STYLE = dict(norm_position="post", norm_bias=True, positions="sinusoidal_marian",
+                    attention_bias=True, attention_out_bias=True, mlp_bias=True,
+                    logits_bias=True, logits_scale="none", activation="silu",
+                    embedding_scale="sqrt_d_model", layer_norm_epsilon=1e-5)
 
 
 def toy_model(decoder_only=False, value_head=False, vocab=VOCAB, **overrides):

@@ -144,18 +144,19 @@ def test_trust_region_reference_is_refreshed_every_k_steps():
   np.testing.assert_array_equal(leaf(state.prev_params), start)
 
 
-LLAMA_STYLE = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
-                   num_kv_heads=2, tie_embeddings=False, logits_scale="none")
-
-
+@pytest.mark.parametrize("family", ["llama", "marian"])
 @pytest.mark.parametrize("name", ["bc", "reward_weighted_nll", "gold_s", "bvmpo", "oac",
                                   "value_pretrain"])
-def test_every_offline_loss_trains_a_llama_style_decoder(name):
-  """One train step of each Improve loss on the pretrained-family variant (RMSNorm, rotary,
-  SwiGLU, grouped-query attention, untied output) with a value head and the loss's frozen
-  copies, as an Improve round builds them: a finite loss and a moved policy (or critic)."""
+def test_every_offline_loss_trains_a_pretrained_family_variant(name, family):
+  """One train step of each Improve loss on the pretrained-family variants (a Llama-style
+  decoder: RMSNorm, rotary, SwiGLU, grouped-query attention, untied output; a Marian-style
+  post-norm encoder-decoder with biases) with a value head and the loss's frozen copies, as an
+  Improve round builds them: a finite loss and a moved policy (or critic)."""
   mesh = toy_setup.mesh()
-  model = toy_setup.toy_model(decoder_only=True, value_head=True, **LLAMA_STYLE)
+  if family == "llama":
+    model = toy_setup.toy_model(decoder_only=True, value_head=True, **toy_setup.LLAMA_STYLE)
+  else:
+    model = toy_setup.toy_model(value_head=True, **toy_setup.MARIAN_STYLE)
   spec = registry.get_loss(name)
   config = spec.for_phase(registry.make_config(name), 20)
   opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay="constant")
@@ -180,5 +181,6 @@ def test_every_offline_loss_trains_a_llama_style_decoder(name):
   assert np.isfinite(float(metrics["loss"]))
   moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(b) - a).max()), before,
                                  state.params)
-  changed = "value_out" if name == "value_pretrain" else "output"
+  changed = ("value_out" if name == "value_pretrain"
+             else "output" if family == "llama" else "embedding")
   assert moved[changed] > 0, moved[changed]

@@ -7,15 +7,21 @@ ids through the checkpoint's `TokenMap` (rest_jax.hf_checkpoints), the same perm
 imported embedding rows went through, so id i here is row i of the imported model.
 
 The tokenizer is `tokenizer.json` (a `tokenizers` fast tokenizer: Llama 3, Qwen2, Gemma, ...;
-needs the `tokenizers` package) when present, else `tokenizer.model` (SentencePiece: Llama 2,
-Marian, T5). Text is encoded without special tokens (no BOS): the task's inputs and targets are
-plain text, and the model sees each sequence as rest_jax writes it (prompt, then target, then
-end of sequence). The vocabulary size is the checkpoint's `config.json` vocab_size (the number
-of embedding rows, often padded beyond the tokenizer's).
+needs the `tokenizers` package) when present, else Marian's `source.spm` + `target.spm` +
+`vocab.json` (two SentencePiece models whose pieces share one id table: German sources are cut
+with the source model, English targets with the target model), else `tokenizer.model`
+(SentencePiece: Llama 2, T5). Text is encoded without special tokens (no BOS): the task's
+inputs and targets are plain text, and the model sees each sequence as rest_jax writes it
+(prompt, then target, then end of sequence). The vocabulary size is the checkpoint's
+`config.json` vocab_size (the number of embedding rows, often padded beyond the tokenizer's).
+
+A task tokenizes its `inputs` with `vocabulary.source_vocabulary` (Marian's source side; the
+vocabulary itself for every one-tokenizer checkpoint) and its `targets` with the vocabulary.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -25,18 +31,23 @@ import tensorflow as tf
 
 from rest_jax import fileio
 from rest_jax import hf_checkpoints
+from rest_jax.hf_checkpoints import MARIAN_TOKENIZER as MARIAN_FILES
 from rest_jax.hf_checkpoints import SENTENCEPIECE_MODEL, TOKENIZER_JSON
+
+SIDES = ("target", "source")
 
 
 class HFTokenizerVocabulary(seqio.Vocabulary):
   """A checkpoint directory's tokenizer with rest_jax's ids (see the module docstring)."""
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, side: str = "target"):
     super().__init__(extra_ids=0)
-    self.directory = directory
+    if side not in SIDES:
+      raise ValueError(f"side={side!r}; allowed: {list(SIDES)}.")
+    self.directory, self.side = directory, side
     hf = hf_checkpoints.read_config(directory)
     self._size = int(hf["vocab_size"])
-    self._encode_ids, self._decode_ids, self.kind, tokens = _load_tokenizer(directory)
+    self._encode_ids, self._decode_ids, self.kind, tokens = _load_tokenizer(directory, side)
     try:
       self.token_map = hf_checkpoints.token_map_of(hf, tokenizer_size=tokens)
     except ValueError as e:
@@ -44,6 +55,13 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     self._skip = {int(self.token_map.to_hf[0]), int(self.token_map.to_hf[1])}  # pad, EOS
     unk = hf.get("unk_token_id")
     self._unk = None if unk is None else int(self.token_map.encode(int(unk)))
+
+  @functools.cached_property
+  def source_vocabulary(self) -> "HFTokenizerVocabulary":
+    """The vocabulary of the task's inputs: Marian's source side, else this one."""
+    if self.kind != "marian" or self.side == "source":
+      return self
+    return HFTokenizerVocabulary(self.directory, side="source")
 
   @property
   def eos_id(self) -> int:
@@ -83,16 +101,39 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     return text
 
   def __eq__(self, other) -> bool:
-    return (isinstance(other, HFTokenizerVocabulary)
+    return (isinstance(other, HFTokenizerVocabulary) and other.side == self.side
             and fileio.abspath(other.directory) == fileio.abspath(self.directory))
 
   def __hash__(self) -> int:
-    return hash(fileio.abspath(self.directory))
+    return hash((fileio.abspath(self.directory), self.side))
 
 
-def _load_tokenizer(directory: str):
+def _marian_tokenizer(directory: str, side: str):
+  """Marian's tokenizer: the side's SentencePiece model cuts text into pieces, vocab.json gives
+  each piece its id (unknown pieces: <unk>); decoding joins the pieces of the non-special ids."""
+  import json  # pylint: disable=g-import-not-at-top
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  sp = sentencepiece.SentencePieceProcessor(
+      model_proto=fileio.read_bytes(os.path.join(directory, f"{side}.spm")))
+  table = json.loads(fileio.read_bytes(os.path.join(directory, "vocab.json")))
+  if "<unk>" not in table:
+    raise ValueError(f"{directory}/vocab.json has no '<unk>' entry (Marian's vocabularies do).")
+  unk = table["<unk>"]
+  pieces = {i: piece for piece, i in table.items()}
+  special = {table[t] for t in ("</s>", "<unk>", "<pad>", "<s>") if t in table}
+
+  def encode(text):
+    return [table.get(piece, unk) for piece in sp.encode(text, out_type=str)]
+
+  def decode(ids):
+    return sp.decode_pieces([pieces[i] for i in ids if i not in special and i in pieces])
+
+  return encode, decode, "marian", len(table)
+
+
+def _load_tokenizer(directory: str, side: str = "target"):
   """(encode: str -> checkpoint ids, decode: ids -> str, kind, number of tokens) of the
-  directory's tokenizer."""
+  directory's tokenizer (`side`: Marian's source or target model; one tokenizer otherwise)."""
   json_path = os.path.join(directory, TOKENIZER_JSON)
   spm_path = os.path.join(directory, SENTENCEPIECE_MODEL)
   if fileio.exists(json_path):
@@ -105,10 +146,13 @@ def _load_tokenizer(directory: str):
     return (lambda s: tok.encode(s, add_special_tokens=False).ids,
             lambda ids: tok.decode(ids, skip_special_tokens=True), TOKENIZER_JSON,
             tok.get_vocab_size(with_added_tokens=True))
+  if all(fileio.exists(os.path.join(directory, name)) for name in MARIAN_FILES):
+    return _marian_tokenizer(directory, side)
   if fileio.exists(spm_path):
     import sentencepiece  # pylint: disable=g-import-not-at-top
     sp = sentencepiece.SentencePieceProcessor(model_proto=fileio.read_bytes(spm_path))
     return (lambda s: sp.encode(s, out_type=int), lambda ids: sp.decode(ids),
             SENTENCEPIECE_MODEL, sp.get_piece_size())
-  raise FileNotFoundError(f"{directory}: no {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}; a run "
-                          "started from a Hugging Face checkpoint tokenizes with its tokenizer.")
+  raise FileNotFoundError(f"{directory}: no {TOKENIZER_JSON}, {' + '.join(MARIAN_FILES)} or "
+                          f"{SENTENCEPIECE_MODEL}; a run started from a Hugging Face checkpoint "
+                          "tokenizes with its tokenizer.")

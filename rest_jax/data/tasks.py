@@ -74,8 +74,11 @@ def _vocabulary(spec: VocabularySpec) -> seqio.Vocabulary:
 
 
 def _output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+  """Inputs tokenized with the vocabulary's source side (vocab.source_vocabulary), targets with
+  the vocabulary."""
   return {
-      "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
+      "inputs": seqio.Feature(vocabulary=vocab_lib.source_vocabulary(vocabulary), add_eos=True,
+                              required=True),
       "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=True),
   }
 

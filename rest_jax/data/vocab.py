@@ -69,6 +69,13 @@ def get_vocabulary(spec: str) -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(path)
 
 
+def source_vocabulary(vocabulary: seqio.Vocabulary) -> seqio.Vocabulary:
+  """The vocabulary that tokenizes sources for a target vocabulary: its `source_vocabulary`
+  (a Marian checkpoint cuts German and English with two SentencePiece models over one id
+  table), else the vocabulary itself."""
+  return getattr(vocabulary, "source_vocabulary", vocabulary)
+
+
 def set_default_mt_vocabulary(spec: Optional[str]) -> None:
   """Sets the vocabulary of tasks registered without one; None returns to the env/placeholder."""
   global _default_mt_vocabulary_spec

@@ -48,10 +48,14 @@ def _fan_in_init(in_axis, out_axis):
                                           out_axis=out_axis)
 
 
-def sinusoidal_positions(positions_BxT: jax.Array, d_model: int) -> jax.Array:
-  """Sinusoidal embeddings of explicit integer positions (works for any per-row offset)."""
+def sinusoidal_positions(positions_BxT: jax.Array, d_model: int,
+                         marian: bool = False) -> jax.Array:
+  """Sinusoidal embeddings of explicit integer positions (works for any per-row offset): sines
+  in the first half, cosines in the second, at timescales 10000^(i/(D/2-1)), or 10000^(i/(D/2))
+  with `marian` (ModelConfig.positions='sinusoidal_marian')."""
   half = d_model // 2
-  inv_freq_half = np.exp(-np.log(10_000.0) * np.arange(half) / max(half - 1, 1))
+  inv_freq_half = np.exp(-np.log(10_000.0) * np.arange(half) / (half if marian
+                                                                 else max(half - 1, 1)))
   angles_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq_half
   pe = jnp.concatenate([jnp.sin(angles_BxTxhalf), jnp.cos(angles_BxTxhalf)], axis=-1)
   if d_model % 2:
@@ -76,8 +80,9 @@ def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm (centred, no bias) or, with ModelConfig.norm='rmsnorm'/'rmsnorm_offset', RMSNorm
-  (with the scale as an offset from 1 for the latter)."""
+  """LayerNorm (centred; a bias with ModelConfig.norm_bias) or, with
+  ModelConfig.norm='rmsnorm'/'rmsnorm_offset', RMSNorm (with the scale as an offset from 1 for
+  the latter)."""
   config: ModelConfig
 
   @nn.compact
@@ -96,6 +101,9 @@ class LayerNorm(nn.Module):
       mean = x32.mean(-1, keepdims=True)
       var = jnp.square(x32 - mean).mean(-1, keepdims=True)
       y = (x32 - mean) * jax.lax.rsqrt(var + cfg.layer_norm_epsilon) * scale.astype(jnp.float32)
+      if cfg.norm_bias:
+        y = y + _param(self, "bias", nn.initializers.zeros, (cfg.d_model,), ("embed",),
+                       jnp.dtype(cfg.param_dtype)).astype(jnp.float32)
     return y.astype(cfg.dtype)
 
 
@@ -137,6 +145,8 @@ class Attention(nn.Module):
       self.query_bias = _param(self, "query_bias", zeros, (h, k), ("heads", "kv"), pdt)
       self.key_bias = _param(self, "key_bias", zeros, (g, k), ("heads", "kv"), pdt)
       self.value_bias = _param(self, "value_bias", zeros, (g, k), ("heads", "kv"), pdt)
+    if cfg.attention_out_bias:
+      self.out_bias = _param(self, "out_bias", nn.initializers.zeros, (d,), ("embed",), pdt)
 
   def _project(self, x_BxTxD, w_DxHxK, name):
     """Head-major projection [B,H,T,K], plus the projection's bias when the model has one."""
@@ -174,7 +184,10 @@ class Attention(nn.Module):
                              v_BxGxLxK)
     ctx_BxHxTxK = ctx_BxGxRxK.reshape(b, h, t, k)
     ctx_BTxHK = ctx_BxHxTxK.transpose(0, 2, 1, 3).reshape(b * t, h * k)
-    return (ctx_BTxHK @ self.out.astype(dt).reshape(h * k, -1)).reshape(b, t, -1)
+    out_BxTxD = (ctx_BTxHK @ self.out.astype(dt).reshape(h * k, -1)).reshape(b, t, -1)
+    if cfg.attention_out_bias:
+      out_BxTxD = out_BxTxD + self.out_bias.astype(dt)
+    return out_BxTxD
 
 
 class MLP(nn.Module):
@@ -186,15 +199,32 @@ class MLP(nn.Module):
     pdt, dt = jnp.dtype(cfg.param_dtype), cfg.dtype
     wi = _param(self, "wi", _fan_in_init(0, 1), (cfg.d_model, cfg.d_ff), ("embed", "mlp"), pdt)
     wo = _param(self, "wo", _fan_in_init(0, 1), (cfg.d_ff, cfg.d_model), ("mlp", "embed"), pdt)
-    act = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu}[cfg.activation]
-    h_BxTxF = jnp.einsum("btd,df->btf", x_BxTxD, wi.astype(dt))
+    act = {"relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu,
+           "gelu_exact": lambda x: nn.gelu(x, approximate=False)}[cfg.activation]
+
+    def biased(y, name, axis):  # + a learned bias on `axis` (Marian), else y unchanged.
+      if not cfg.mlp_bias:
+        return y
+      return y + _param(self, name, nn.initializers.zeros, (y.shape[-1],), (axis,),
+                        pdt).astype(dt)
+
+    h_BxTxF = biased(jnp.einsum("btd,df->btf", x_BxTxD, wi.astype(dt)), "wi_bias", "mlp")
     if cfg.mlp == "gated":  # act(x W_gate) * (x W_in): SwiGLU with silu, GeGLU with gelu.
       wg = _param(self, "wg", _fan_in_init(0, 1), (cfg.d_model, cfg.d_ff), ("embed", "mlp"), pdt)
-      h_BxTxF = act(jnp.einsum("btd,df->btf", x_BxTxD, wg.astype(dt))) * h_BxTxF
+      h_BxTxF = act(biased(jnp.einsum("btd,df->btf", x_BxTxD, wg.astype(dt)), "wg_bias",
+                           "mlp")) * h_BxTxF
     else:
       h_BxTxF = act(h_BxTxF)
     h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
-    return jnp.einsum("btf,fd->btd", h_BxTxF, wo.astype(dt))
+    return biased(jnp.einsum("btf,fd->btd", h_BxTxF, wo.astype(dt)), "wo_bias", "embed")
+
+
+def _residual(x, norm, sublayer, dropout, config: ModelConfig, deterministic: bool):
+  """One residual sublayer: x + f(norm(x)) (norm_position='pre') or norm(x + f(x)) ('post').
+  The norm modules keep their 'pre_*' names in both layouts (one parameter tree)."""
+  if config.norm_position == "post":
+    return norm(x + dropout(sublayer(x), deterministic=deterministic))
+  return x + dropout(sublayer(norm(x)), deterministic=deterministic)
 
 
 class EncoderLayer(nn.Module):
@@ -202,15 +232,19 @@ class EncoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxSxD, bias_Bx1xSxS, positions_BxS, deterministic: bool):
-    drop = nn.Dropout(self.config.dropout_rate)
-    h = LayerNorm(self.config, name="pre_attention_norm")(x_BxSxD)
-    attention = Attention(self.config, rotary=self.config.positions == "rope",
-                          name="self_attention")
-    k, v = attention.project_kv(h, positions_BxS)
-    x_BxSxD = x_BxSxD + drop(attention(h, k, v, bias_Bx1xSxS, positions_BxS),
-                             deterministic=deterministic)
-    h = LayerNorm(self.config, name="pre_mlp_norm")(x_BxSxD)
-    return x_BxSxD + drop(MLP(self.config, name="mlp")(h, deterministic), deterministic=deterministic)
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout_rate)
+    attention = Attention(cfg, rotary=cfg.positions == "rope", name="self_attention")
+
+    def attend(h):
+      k, v = attention.project_kv(h, positions_BxS)
+      return attention(h, k, v, bias_Bx1xSxS, positions_BxS)
+
+    x_BxSxD = _residual(x_BxSxD, LayerNorm(cfg, name="pre_attention_norm"), attend, drop, cfg,
+                        deterministic)
+    mlp = MLP(cfg, name="mlp")
+    return _residual(x_BxSxD, LayerNorm(cfg, name="pre_mlp_norm"),
+                     lambda h: mlp(h, deterministic), drop, cfg, deterministic)
 
 
 class DecoderLayer(nn.Module):
@@ -235,24 +269,31 @@ class DecoderLayer(nn.Module):
   def __call__(self, y_BxTxD, positions_BxT, self_bias, cross_kv, cross_bias, layer_cache,
                cache_index, deterministic: bool):
     """Returns (y, new_layer_cache). layer_cache=None means no cache (teacher forcing)."""
-    h = self.pre_self_attention_norm(y_BxTxD)
-    k, v = self.self_attention.project_kv(h, positions_BxT)
+    cfg = self.config
     new_cache = None
-    if layer_cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k.astype(layer_cache["k"].dtype),
-                                              cache_index, axis=2)
-      v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v.astype(layer_cache["v"].dtype),
-                                              cache_index, axis=2)
-      new_cache = dict(layer_cache, k=k, v=v)
-    y_BxTxD = y_BxTxD + self.dropout(self.self_attention(h, k, v, self_bias, positions_BxT),
-                                     deterministic=deterministic)
-    if not self.config.decoder_only:
-      h = self.pre_cross_attention_norm(y_BxTxD)
+
+    def self_attend(h):
+      nonlocal new_cache
+      k, v = self.self_attention.project_kv(h, positions_BxT)
+      if layer_cache is not None:
+        k = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"],
+                                                k.astype(layer_cache["k"].dtype), cache_index,
+                                                axis=2)
+        v = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"],
+                                                v.astype(layer_cache["v"].dtype), cache_index,
+                                                axis=2)
+        new_cache = dict(layer_cache, k=k, v=v)
+      return self.self_attention(h, k, v, self_bias, positions_BxT)
+
+    y_BxTxD = _residual(y_BxTxD, self.pre_self_attention_norm, self_attend, self.dropout, cfg,
+                        deterministic)
+    if not cfg.decoder_only:
       ck, cv = cross_kv
-      y_BxTxD = y_BxTxD + self.dropout(self.cross_attention(h, ck, cv, cross_bias),
-                                       deterministic=deterministic)
-    h = self.pre_mlp_norm(y_BxTxD)
-    y_BxTxD = y_BxTxD + self.dropout(self.mlp(h, deterministic), deterministic=deterministic)
+      y_BxTxD = _residual(y_BxTxD, self.pre_cross_attention_norm,
+                          lambda h: self.cross_attention(h, ck, cv, cross_bias), self.dropout,
+                          cfg, deterministic)
+    y_BxTxD = _residual(y_BxTxD, self.pre_mlp_norm, lambda h: self.mlp(h, deterministic),
+                        self.dropout, cfg, deterministic)
     return y_BxTxD, new_cache
 
 
@@ -292,14 +333,19 @@ class Transformer(nn.Module):
     if not cfg.decoder_only:
       self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_{i}")
                              for i in range(cfg.num_encoder_layers)]
-      self.encoder_norm = LayerNorm(cfg)
+      if cfg.norm_position == "pre":  # Post-norm layers end normalised: no final norm.
+        self.encoder_norm = LayerNorm(cfg)
     self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_{i}")
                            for i in range(cfg.num_decoder_layers)]
-    self.decoder_norm = LayerNorm(cfg)
+    if cfg.norm_position == "pre":
+      self.decoder_norm = LayerNorm(cfg)
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
     if not cfg.tie_embeddings:
       self.output = _param(self, "output", _fan_in_init(0, 1), (cfg.d_model, cfg.vocab_size),
                            ("embed", "vocab"), jnp.dtype(cfg.param_dtype))
+    if cfg.logits_bias:
+      self.output_bias = _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,),
+                                ("vocab",), jnp.dtype(cfg.param_dtype))
     if cfg.value_head:
       self.value_hidden = _param(self, "value_hidden", _fan_in_init(0, 1),
                                  (cfg.d_model, cfg.d_model), ("embed", "mlp"),
@@ -315,8 +361,9 @@ class Transformer(nn.Module):
     x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(cfg.dtype)
     if cfg.embedding_scale == "sqrt_d_model":
       x = x * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
-    if cfg.positions == "sinusoidal":
-      x = x + sinusoidal_positions(positions_BxT, cfg.d_model).astype(cfg.dtype)
+    if cfg.positions in ("sinusoidal", "sinusoidal_marian"):
+      x = x + sinusoidal_positions(positions_BxT, cfg.d_model,
+                                   cfg.positions == "sinusoidal_marian").astype(cfg.dtype)
     return self.embed_dropout(x, deterministic=deterministic)
 
   def _logits(self, hidden_BxTxD):
@@ -328,6 +375,8 @@ class Transformer(nn.Module):
       logits = jnp.einsum("btd,vd->btv", hidden_BxTxD, self.embedding.astype(cfg.dtype))
     else:
       logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.output.astype(cfg.dtype))
+    if cfg.logits_bias:
+      return logits.astype(jnp.float32) + self.output_bias.astype(jnp.float32)
     return logits.astype(jnp.float32)
 
   def _values(self, hidden_BxTxD):
@@ -344,7 +393,7 @@ class Transformer(nn.Module):
     bias = _key_bias(valid_BxS)
     for layer in self.encoder_layers:
       x = layer(x, bias, positions, deterministic)
-    return self.encoder_norm(x)
+    return self.encoder_norm(x) if self.config.norm_position == "pre" else x
 
   def _run_decoder(self, tokens_BxT, positions_BxT, self_bias, cross_kvs, cross_bias, cache,
                    cache_index, deterministic):
@@ -356,7 +405,9 @@ class Transformer(nn.Module):
       y, new_layer_cache = layer(y, positions_BxT, self_bias, cross_kv, cross_bias, layer_cache,
                                  cache_index, deterministic)
       new_layers.append(new_layer_cache)
-    return self.decoder_norm(y), new_layers
+    if self.config.norm_position == "pre":
+      y = self.decoder_norm(y)
+    return y, new_layers
 
   # ------------------------------------------------------------------------ teacher forcing
   def __call__(self, inputs_BxS, targets_BxT, deterministic: bool = True,
