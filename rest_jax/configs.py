@@ -20,7 +20,8 @@ from typing import Any, Sequence
 DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATIONS = ("relu", "gelu", "silu", "gelu_exact")
 NORMS = ("layernorm", "rmsnorm", "rmsnorm_offset")
-POSITIONS = ("sinusoidal", "sinusoidal_marian", "rope")
+POSITIONS = ("sinusoidal", "sinusoidal_marian", "rope", "relative_t5")
+ATTENTION_SCALES = ("rsqrt_head_dim", "none")
 NORM_POSITIONS = ("pre", "post")
 MLPS = ("plain", "gated")
 LOGITS_SCALES = ("rsqrt_d_model", "none")
@@ -77,8 +78,13 @@ class ModelConfig:
   # final norm (Marian, BART).
   norm_position: str = "pre"
   # 'sinusoidal': sin|cos halves at timescales 10000^(i/(D/2-1)); 'sinusoidal_marian': the same
-  # halves at 10000^(i/(D/2)) (Marian); 'rope': rotary embeddings of queries and keys, none added.
+  # halves at 10000^(i/(D/2)) (Marian); 'rope': rotary embeddings of queries and keys, none added;
+  # 'relative_t5': a learned bias per head and bucket of (key position - query position) on the
+  # self-attention logits, one table for the encoder and one for the decoder (T5).
   positions: str = "sinusoidal"
+  relative_buckets: int = 32  # positions='relative_t5': buckets (half of them exact offsets)
+  relative_max_distance: int = 128  # ... and the distance from which all share the last bucket.
+  attention_scale: str = "rsqrt_head_dim"  # Query scaling; 'none' for T5 (folded into its init).
   rope_theta: float = 10_000.0
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
   num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
@@ -117,6 +123,7 @@ class ModelConfig:
              "expected 0 <= dropout_rate < 1")
     for field, allowed in (("norm", NORMS), ("norm_position", NORM_POSITIONS),
                            ("positions", POSITIONS), ("mlp", MLPS),
+                           ("attention_scale", ATTENTION_SCALES),
                            ("logits_scale", LOGITS_SCALES),
                            ("embedding_scale", EMBEDDING_SCALES)):
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
@@ -127,6 +134,11 @@ class ModelConfig:
                "expected True or False")
     _require(not self.norm_bias or self.norm == "layernorm", name, "norm_bias", self.norm_bias,
              f"a norm bias needs norm='layernorm' (got norm={self.norm!r})")
+    for field in ("relative_buckets", "relative_max_distance"):
+      _positive_int(name, field, getattr(self, field))
+    if self.positions == "relative_t5":
+      _require(self.relative_buckets >= 4 and self.relative_buckets % 2 == 0, name,
+               "relative_buckets", self.relative_buckets, "expected an even number >= 4")
     if self.num_kv_heads is not None:
       _positive_int(name, "num_kv_heads", self.num_kv_heads)
       _require(self.num_heads % self.num_kv_heads == 0, name, "num_kv_heads", self.num_kv_heads,

@@ -28,7 +28,7 @@ from rest_jax import configs, fileio, hf_checkpoints
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "special_tokens_map.json", "generation_config.json", "vocab.json",
-                   "merges.txt", "source.spm", "target.spm")
+                   "merges.txt", "source.spm", "target.spm", "spiece.model")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

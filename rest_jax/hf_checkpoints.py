@@ -1,15 +1,17 @@
-"""Hugging Face checkpoints (Llama, Qwen2, Gemma decoders; Marian encoder-decoders) in and out of
-the policy.
+"""Hugging Face checkpoints (Llama, Qwen2, Gemma decoders; Marian and T5 encoder-decoders) in and
+out of the policy.
 
 `import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
 named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM`,
-`GemmaForCausalLM` or `MarianMTModel` and returns the `ModelConfig` and the parameter tree of the
+`GemmaForCausalLM`, `MarianMTModel` or `T5ForConditionalGeneration` and returns the `ModelConfig` and the parameter tree of the
 same network as rest_jax's `Transformer`: for the decoders decoder_only, RMSNorm, rotary
 positions, SwiGLU, grouped-query attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as
 offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, head_dim independent of
 d_model. For Marian (opus-mt) an encoder-decoder with post-LayerNorm layers, biases on every
 norm and projection, Marian's sinusoidal positions, one embedding for encoder, decoder and
-output, and a logits bias. One table per family (`_tensor_table`) pairs each parameter with its
+output, and a logits bias. For T5 (v1.0, v1.1, flan-t5) pre-RMSNorm layers without biases or
+query scaling, a relative-position bias table per stack, relu or gated-GELU MLPs, and the
+output tied and scaled (v1.0) or unscaled with its own lm_head (v1.1). One table per family (`_tensor_table`) pairs each parameter with its
 checkpoint tensor and the layout conversions both ways; import and export both read it.
 `export_policy(params, config, directory, ...)` writes the same format back, so a policy trained
 here can be served with standard tools; import -> export -> import is exact.
@@ -41,9 +43,10 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax.configs import ModelConfig
 
-FAMILIES = ("llama", "qwen2", "gemma", "marian")
+FAMILIES = ("llama", "qwen2", "gemma", "marian", "t5")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "gemma": "GemmaForCausalLM", "marian": "MarianMTModel"}
+                 "gemma": "GemmaForCausalLM", "marian": "MarianMTModel",
+                 "t5": "T5ForConditionalGeneration"}
 # What each family's config.json implies beyond its sizes (Gemma: RMSNorm scales stored as
 # offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, tied output).
 _FAMILY_FIELDS = {
@@ -63,6 +66,16 @@ _MARIAN_ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": 
                        "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
 _MARIAN_ACTIVATION_NAMES = {"silu": "swish", "relu": "relu", "gelu_exact": "gelu",
                             "gelu": "gelu_new"}
+# T5 (v1.0, v1.1, flan-t5, mT5): a pre-RMSNorm encoder-decoder without biases or query scaling,
+# relative position buckets, one embedding for encoder and decoder. feed_forward_proj ->
+# (ModelConfig.mlp, activation); transformers reads "gated-gelu" as the tanh GELU.
+_T5_FIELDS = dict(decoder_only=False, norm="rmsnorm", norm_position="pre",
+                  positions="relative_t5", attention_scale="none", embedding_scale="none",
+                  attention_bias=False, attention_out_bias=False, mlp_bias=False,
+                  logits_bias=False)
+_T5_MLPS = {"relu": ("plain", "relu"), "gated-gelu": ("gated", "gelu"),
+            "gated-gelu_new": ("gated", "gelu"), "gated-relu": ("gated", "relu"),
+            "gated-silu": ("gated", "silu")}
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64,
            "I64": np.int64, "I32": np.int32}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -71,6 +84,7 @@ CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", \
 TOKEN_MAP_KEY = "rest_jax_token_map"
 HF_PREFIX = "hf="  # rest_loop.run.init_policy = 'hf=DIR', vocabulary spec 'hf=DIR'.
 TOKENIZER_JSON, SENTENCEPIECE_MODEL = "tokenizer.json", "tokenizer.model"
+SENTENCEPIECE_MODELS = (SENTENCEPIECE_MODEL, "spiece.model")  # T5 names its model spiece.model.
 MARIAN_TOKENIZER = ("source.spm", "target.spm", "vocab.json")
 
 
@@ -164,14 +178,16 @@ class TokenMap:
 
 
 # ------------------------------------------------------------------------------ configs
-def model_config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
-  """The ModelConfig of a Llama/Qwen2/Gemma/Marian `config.json` (overrides: e.g. value_head,
-  dtype)."""
+def model_config_from_hf(hf: Mapping[str, Any], tensors=None, **overrides) -> ModelConfig:
+  """The ModelConfig of a Llama/Qwen2/Gemma/Marian/T5 `config.json` (overrides: e.g. value_head,
+  dtype). `tensors`: the checkpoint's (memory-mapped) tensors, which tell whether a T5
+  checkpoint has an output projection of its own (`read_model_config` passes them)."""
   family = hf.get("model_type")
   if family not in FAMILIES:
     raise ValueError(f"config.json: model_type={family!r} is not supported; supported: "
                      f"{list(FAMILIES)}.")
-  fields = _marian_fields(hf) if family == "marian" else _decoder_fields(hf, family)
+  fields = (_marian_fields(hf) if family == "marian" else _t5_fields(hf, tensors)
+            if family == "t5" else _decoder_fields(hf, family))
   changed = sorted(k for k, v in overrides.items() if k in fields and fields[k] != v)
   if changed:
     raise ValueError(f"model_overrides {changed} would change the architecture of the "
@@ -214,6 +230,35 @@ def _marian_fields(hf: Mapping[str, Any]) -> dict:
       tie_embeddings=bool(hf.get("tie_word_embeddings", True)), **_MARIAN_FIELDS)
 
 
+def _t5_fields(hf: Mapping[str, Any], tensors) -> dict:
+  proj = hf.get("feed_forward_proj", "relu")
+  if proj not in _T5_MLPS:
+    raise ValueError(f"config.json: feed_forward_proj={proj!r}; supported for t5: "
+                     f"{list(_T5_MLPS)}.")
+  mlp, activation = _T5_MLPS[proj]
+  # T5 v1.0 ties the output to the embedding and scales the decoder output by d_model^-0.5;
+  # v1.1 / flan-t5 say tie_word_embeddings=false: no scaling, and an lm_head of their own.
+  # transformers 5 writes the scaling as scale_decoder_outputs and never saves an lm_head (it
+  # ties it): the output is tied when the file has no lm_head or one equal to the embedding.
+  scaled = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False)
+  if tensors is None:
+    tied = scaled
+  else:
+    tied = "lm_head.weight" not in tensors or np.array_equal(tensors["lm_head.weight"],
+                                                             tensors["shared.weight"])
+  heads = hf.get("num_heads", 8)
+  return dict(
+      vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_heads=heads, d_ff=hf["d_ff"],
+      head_dim=hf.get("d_kv", hf["d_model"] // heads),
+      num_encoder_layers=hf.get("num_layers", 6),
+      num_decoder_layers=hf.get("num_decoder_layers") or hf.get("num_layers", 6),
+      max_len=hf.get("n_positions", 512), layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-6),
+      relative_buckets=hf.get("relative_attention_num_buckets", 32),
+      relative_max_distance=hf.get("relative_attention_max_distance", 128), mlp=mlp,
+      activation=activation, tie_embeddings=tied,
+      logits_scale="rsqrt_d_model" if scaled else "none", **_T5_FIELDS)
+
+
 def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
   act = hf.get("hidden_activation") or hf.get("hidden_act") or _ACTIVATIONS[family][0]
   if act not in _ACTIVATIONS[family]:
@@ -248,6 +293,24 @@ def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
 def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
                base: Mapping[str, Any] | None) -> dict:
   hf = dict(base or {})
+  if family == "t5":
+    proj = {v: k for k, v in reversed(list(_T5_MLPS.items()))}[(config.mlp, config.activation)]
+    hf.update({
+        "model_type": family, "architectures": [ARCHITECTURES[family]],
+        "vocab_size": config.vocab_size, "d_model": config.d_model,
+        "d_kv": config.resolved_head_dim, "d_ff": config.d_ff, "num_heads": config.num_heads,
+        "num_layers": config.num_encoder_layers,
+        "num_decoder_layers": config.num_decoder_layers,
+        "relative_attention_num_buckets": config.relative_buckets,
+        "relative_attention_max_distance": config.relative_max_distance,
+        "layer_norm_epsilon": config.layer_norm_epsilon, "feed_forward_proj": proj,
+        # v1.0 (scaled, tied) or v1.1 (unscaled, with an lm_head, written even when it equals
+        # the embedding), read alike by transformers 4 and 5.
+        "tie_word_embeddings": config.logits_scale == "rsqrt_d_model",
+        "scale_decoder_outputs": config.logits_scale == "rsqrt_d_model",
+        "eos_token_id": int(token_map.to_hf[1]), "pad_token_id": int(token_map.to_hf[0]),
+        "decoder_start_token_id": int(token_map.to_hf[0])})
+    return hf
   if family == "marian":
     pad = int(token_map.to_hf[0])
     hf.update({
@@ -282,6 +345,18 @@ def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
 
 def family_of(config: ModelConfig) -> str:
   """The checkpoint family whose architecture `config` is ('llama' for Llama and Qwen2)."""
+  if not config.decoder_only and config.positions == "relative_t5":
+    wrong = {k: getattr(config, k) for k, v in _T5_FIELDS.items() if getattr(config, k) != v}
+    if (config.mlp, config.activation) not in _T5_MLPS.values():
+      wrong.update(mlp=config.mlp, activation=config.activation)
+    if config.resolved_kv_heads != config.num_heads or (
+        not config.tie_embeddings and config.logits_scale != "none"):
+      wrong.update(num_kv_heads=config.num_kv_heads, logits_scale=config.logits_scale)
+    if wrong:
+      raise ValueError(f"export: the encoder-decoder model is not T5-style ({wrong}; needs "
+                       f"{_T5_FIELDS}, an MLP of {list(_T5_MLPS.values())}, one key/value head "
+                       "per query head, and an untied output only without logits scaling).")
+    return "t5"
   if not config.decoder_only:
     wrong = {k: getattr(config, k) for k, v in _MARIAN_FIELDS.items() if getattr(config, k) != v}
     if wrong or config.resolved_head_dim * config.num_heads != config.d_model or (
@@ -303,8 +378,7 @@ def family_of(config: ModelConfig) -> str:
 
 def check_exportable(config: ModelConfig, family: str | None = None) -> None:
   found = family_of(config)
-  if family is not None and (
-      (found == "gemma") != (family == "gemma") or (found == "marian") != (family == "marian")):
+  if family is not None and any((found == f) != (family == f) for f in ("gemma", "marian", "t5")):
     raise ValueError(f"export: family={family!r} but the model is {found}-style.")
 
 
@@ -329,22 +403,26 @@ def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
   d, h, g, k, f, v = (config.d_model, config.num_heads, config.resolved_kv_heads,
                       config.resolved_head_dim, config.d_ff, config.vocab_size)
   to_hf, from_hf = token_map.to_hf, token_map.from_hf  # Vocabulary rows: theirs <-> ours.
-  marian = not config.decoder_only
+  family = family_of(config)
   table = []
 
   def add(path, name, shape, to_ours=lambda x: x, back=lambda x: x):
     table.append(_Tensor(tuple(path.split("/")), name, tuple(shape), to_ours, back))
 
+  # Projection names: Llama's q_proj..o_proj, Marian's q_proj..out_proj, T5's q..o.
+  names = {"marian": ("q_proj", "k_proj", "v_proj", "out_proj"),
+           "t5": ("q", "k", "v", "o")}.get(family, ("q_proj", "k_proj", "v_proj", "o_proj"))
+
   def attention(ours, theirs, heads_q=h, heads_kv=g):
     # A torch Linear weight is [out, in]: our [D, H, K] is its transpose, split into heads.
-    for mine, proj, n in (("query", "q", heads_q), ("key", "k", heads_kv),
-                          ("value", "v", heads_kv)):
-      add(f"{ours}/{mine}", f"{theirs}.{proj}_proj.weight", (n * k, d),
+    for mine, proj, n in (("query", names[0], heads_q), ("key", names[1], heads_kv),
+                          ("value", names[2], heads_kv)):
+      add(f"{ours}/{mine}", f"{theirs}.{proj}.weight", (n * k, d),
           lambda x, n=n: x.T.reshape(d, n, k), lambda x, n=n: x.reshape(d, n * k).T)
       if config.attention_bias:
-        add(f"{ours}/{mine}_bias", f"{theirs}.{proj}_proj.bias", (n * k,),
+        add(f"{ours}/{mine}_bias", f"{theirs}.{proj}.bias", (n * k,),
             lambda x, n=n: x.reshape(n, k), lambda x, n=n: x.reshape(n * k))
-    out = "out_proj" if marian else "o_proj"
+    out = names[3]
     add(f"{ours}/out", f"{theirs}.{out}.weight", (d, heads_q * k),
         lambda x: x.T.reshape(heads_q, k, d), lambda x: x.reshape(heads_q * k, d).T)
     if config.attention_out_bias:
@@ -360,7 +438,36 @@ def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
     if config.mlp_bias:
       add(f"{ours}_bias", f"{theirs}.bias", (n_out,))
 
-  if marian:  # MarianMTModel: post-norm encoder-decoder, one shared embedding.
+  def t5_mlp(ours, theirs):
+    if config.mlp == "gated":  # wi_0 goes through the activation (our gate), wi_1 does not.
+      linear(f"{ours}/wg", f"{theirs}.wi_0", d, f)
+      linear(f"{ours}/wi", f"{theirs}.wi_1", d, f)
+    else:
+      linear(f"{ours}/wi", f"{theirs}.wi", d, f)
+    linear(f"{ours}/wo", f"{theirs}.wo", f, d)
+
+  if family == "t5":  # T5ForConditionalGeneration: pre-RMSNorm, relative position buckets.
+    add("embedding", "shared.weight", (v, d), lambda x: x[to_hf], lambda x: x[from_hf])
+    for stack, n_layers in (("encoder", config.num_encoder_layers),
+                            ("decoder", config.num_decoder_layers)):
+      add(f"{stack}_relative_bias",
+          f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+          (config.relative_buckets, h))
+      norm(f"{stack}_norm", f"{stack}.final_layer_norm")
+      for i in range(n_layers):
+        p = f"{stack}.block.{i}.layer."
+        attention(f"{stack}_{i}/self_attention", p + "0.SelfAttention")
+        if stack == "encoder":
+          norm(f"encoder_{i}/pre_attention_norm", p + "0.layer_norm")
+          t5_mlp(f"encoder_{i}/mlp", p + "1.DenseReluDense")
+          norm(f"encoder_{i}/pre_mlp_norm", p + "1.layer_norm")
+        else:
+          norm(f"decoder_{i}/pre_self_attention_norm", p + "0.layer_norm")
+          attention(f"decoder_{i}/cross_attention", p + "1.EncDecAttention")
+          norm(f"decoder_{i}/pre_cross_attention_norm", p + "1.layer_norm")
+          t5_mlp(f"decoder_{i}/mlp", p + "2.DenseReluDense")
+          norm(f"decoder_{i}/pre_mlp_norm", p + "2.layer_norm")
+  elif family == "marian":  # MarianMTModel: post-norm encoder-decoder, one shared embedding.
     add("embedding", "model.shared.weight", (v, d), lambda x: x[to_hf], lambda x: x[from_hf])
     add("output_bias", "final_logits_bias", (1, v), lambda x: x[0][to_hf],
         lambda x: x[from_hf][None])
@@ -400,7 +507,8 @@ def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
 # Tensors a checkpoint may hold that carry nothing of their own: tied copies of the embedding,
 # and Marian's fixed sinusoidal position tables (checked against ours when present).
 _TIED_COPIES = ("lm_head.weight", "model.encoder.embed_tokens.weight",
-                "model.decoder.embed_tokens.weight")
+                "model.decoder.embed_tokens.weight", "encoder.embed_tokens.weight",
+                "decoder.embed_tokens.weight")
 _POSITION_TABLES = ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight")
 
 
@@ -464,6 +572,9 @@ def params_to_hf(params: Mapping[str, Any], config: ModelConfig, token_map: Toke
       node = node[key]
     out[entry.name] = np.ascontiguousarray(entry.to_hf(np.asarray(node, np.float32))).astype(
         dtype)
+  if (family_of(config) == "t5" and config.tie_embeddings
+      and config.logits_scale == "none"):  # See _hf_config: v1.1 files carry an lm_head.
+    out["lm_head.weight"] = out["shared.weight"]
   return out
 
 
@@ -474,6 +585,14 @@ def read_config(directory: str) -> dict:
     raise FileNotFoundError(f"{directory}: no {CONFIG_NAME} (a Hugging Face checkpoint "
                             "directory has config.json and model.safetensors).")
   return json.loads(fileio.read_bytes(path))
+
+
+def read_model_config(directory: str, **overrides) -> ModelConfig:
+  """The ModelConfig of a checkpoint directory: its config.json, and for T5 whether its weights
+  hold an output projection of their own."""
+  hf = read_config(directory)
+  tensors = read_weights(directory) if hf.get("model_type") == "t5" else None
+  return model_config_from_hf(hf, tensors, **overrides)
 
 
 def init_directory(init_policy: Any) -> str | None:
@@ -490,9 +609,9 @@ def init_directory(init_policy: Any) -> str | None:
       (CONFIG_NAME, fileio.exists(os.path.join(directory, CONFIG_NAME))),
       (f"{WEIGHTS_NAME} or {INDEX_NAME}", any(fileio.exists(os.path.join(directory, n))
                                               for n in (WEIGHTS_NAME, INDEX_NAME))),
-      (f"{TOKENIZER_JSON}, {' + '.join(MARIAN_TOKENIZER)} or {SENTENCEPIECE_MODEL}", any(
-          fileio.exists(os.path.join(directory, n)) for n in (TOKENIZER_JSON,
-                                                              SENTENCEPIECE_MODEL))
+      (f"{TOKENIZER_JSON}, {' + '.join(MARIAN_TOKENIZER)} or {' / '.join(SENTENCEPIECE_MODELS)}",
+       any(fileio.exists(os.path.join(directory, n))
+           for n in (TOKENIZER_JSON, *SENTENCEPIECE_MODELS))
        or all(fileio.exists(os.path.join(directory, n)) for n in MARIAN_TOKENIZER)))
              if not present]
   if missing:
@@ -532,10 +651,10 @@ def token_map_of(hf: Mapping[str, Any], pad_id: int | None = None,
 
 def import_policy(directory: str, pad_id: int | None = None, dtype=np.float32, **overrides
                   ) -> tuple[ModelConfig, dict, TokenMap]:
-  """(ModelConfig, parameters, TokenMap) of a Llama/Qwen2 checkpoint directory."""
+  """(ModelConfig, parameters, TokenMap) of a checkpoint directory."""
   hf = read_config(directory)
-  config = model_config_from_hf(hf, **overrides)
   tensors = read_weights(directory)  # Memory-mapped: nothing is read until it is converted.
+  config = model_config_from_hf(hf, tensors, **overrides)
   token_map = token_map_of(hf, pad_id)
   return config, params_from_hf(tensors, config, token_map, dtype), token_map
 

@@ -170,8 +170,7 @@ def run(workdir: str, *, task: str | None = None, model_preset: str = "small",
                      ">= 0.")
   hf_dir = hf_checkpoints.init_directory(init_policy)
   if hf_dir is not None:  # The checkpoint's architecture; config errors surface here.
-    hf_model = hf_checkpoints.model_config_from_hf(hf_checkpoints.read_config(hf_dir),
-                                                   **dict(model_overrides or {}))
+    hf_model = hf_checkpoints.read_model_config(hf_dir, **dict(model_overrides or {}))
     hf_spec = hf_checkpoints.HF_PREFIX + hf_dir
     if data.vocabulary is None:
       data = dataclasses.replace(data, vocabulary=hf_spec)

@@ -49,7 +49,7 @@ def build(family: str):
   return model.float().eval()
 
 
-MARIAN_TEXTS = {  # (German sources, English targets) the tokenizer test encodes and decodes.
+SEQ2SEQ_TEXTS = {  # (German sources, English targets) the tokenizer test encodes and decodes.
     "source": ["Das ist ein Haus.", "Er brach sein Wort, obwohl er es versprochen hatte!",
                "Zeigt die Größe eines Segments (in MB)."],
     "target": ["This is a house.", "He broke his word, although he had promised it!",
@@ -60,10 +60,7 @@ def _marian_tokenizer(directory: str) -> int:
   """source.spm/target.spm (unigram, 100 pieces, from the Ding sentences) and vocab.json
   (</s> 0, <unk> 1, the pieces of both, <pad> last) in `directory`; returns the vocab size."""
   import sentencepiece  # pylint: disable=g-import-not-at-top
-  ding = os.path.join(os.path.dirname(__file__), "..", "rest_jax", "data", "ding",
-                      "train.tsv.gz")
-  with gzip.open(ding, "rt", encoding="utf-8") as f:
-    pairs = [line.rstrip("\n").split("\t") for line in f][:3000]
+  pairs = _ding_pairs()
   pieces = []
   for side, column in (("source", 0), ("target", 1)):
     model = io.BytesIO()
@@ -85,65 +82,112 @@ def _marian_tokenizer(directory: str) -> int:
   return len(ordered)
 
 
-def build_marian(directory: str, rng):
-  """A tiny random MarianMTModel with its tokenizer in `directory`, and its reference outputs."""
+def _t5_tokenizer(directory: str) -> int:
+  """spiece.model (unigram, 120 pieces from the German and English Ding sentences; T5's ids:
+  <pad> 0, </s> 1, <unk> 2) in `directory`; returns its size."""
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  model = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter([t for p in _ding_pairs() for t in p]), model_writer=model,
+      vocab_size=120, model_type="unigram", character_coverage=1.0, num_threads=1,
+      minloglevel=2, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      normalization_rule_name="identity")
+  with open(os.path.join(directory, "spiece.model"), "wb") as f:
+    f.write(model.getvalue())
+  return 120
+
+
+def _ding_pairs():
+  ding = os.path.join(os.path.dirname(__file__), "..", "rest_jax", "data", "ding",
+                      "train.tsv.gz")
+  with gzip.open(ding, "rt", encoding="utf-8") as f:
+    return [line.rstrip("\n").split("\t") for line in f][:3000]
+
+
+def _seq2seq_model(family: str, vocab: int, seed: int):
+  """A tiny random MarianMTModel or T5ForConditionalGeneration (float32, eval mode)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  if family == "marian":
+    model = transformers.MarianMTModel(transformers.MarianConfig(
+        vocab_size=vocab, decoder_vocab_size=vocab, d_model=32, encoder_layers=2,
+        decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=48, decoder_ffn_dim=48, activation_function="swish",
+        max_position_embeddings=64, scale_embedding=True, pad_token_id=vocab - 1,
+        eos_token_id=0, decoder_start_token_id=vocab - 1, forced_eos_token_id=0,
+        init_std=0.15))  # Larger than the default 0.02: peaked attention, distinct logits.
+    cross, shared = "encoder_attn.q_proj encoder_attn.k_proj", model.model.shared
+  else:  # flan-t5 style: gated GELU, no output scaling; 8 buckets up to distance 12, so the
+    # sequences below reach the logarithmic buckets.
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=vocab, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=12,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0,
+        eos_token_id=1, decoder_start_token_id=0, dropout_rate=0.0))
+    cross, shared = "EncDecAttention.q EncDecAttention.k", model.shared
+  with torch.no_grad():  # Random norms, biases and logits bias: every mapping is checked.
+    for name, param in model.named_parameters():
+      if "layer_norm" in name or name.endswith(".bias"):
+        param.add_(0.3 * torch.randn_like(param))
+      if "relative_attention_bias" in name:
+        param.normal_(0.0, 1.0)
+    if family == "marian":
+      model.final_logits_bias.add_(0.05 * torch.randn_like(model.final_logits_bias))
+    # Tied embeddings carried by the residual stream make a random decoder copy its last
+    # token forever; smaller embeddings let the layers decide.
+    shared.weight.mul_(0.2)
+    for name, param in model.named_parameters():  # Peaked cross-attention: sources differ.
+      if any(part + "." in name for part in cross.split()):
+        param.mul_(3.0)
+  return model.float().eval()
+
+
+def build_seq2seq(family: str, directory: str, rng):
+  """A tiny random Marian or T5 model with its tokenizer in `directory`, and its reference
+  outputs: logits under teacher forcing, a greedy translation, and the tokenizer's ids."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
-  vocab = _marian_tokenizer(directory)
-  tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
-  config = transformers.MarianConfig(
-      vocab_size=vocab, decoder_vocab_size=vocab, d_model=32, encoder_layers=2,
-      decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
-      encoder_ffn_dim=48, decoder_ffn_dim=48, activation_function="swish",
-      max_position_embeddings=64, scale_embedding=True, pad_token_id=vocab - 1,
-      eos_token_id=0, decoder_start_token_id=vocab - 1, forced_eos_token_id=0,
-      init_std=0.15)  # Larger than the default 0.02: peaked attention, distinct logits.
-  pad = vocab - 1
+  if family == "marian":
+    vocab = _marian_tokenizer(directory)
+    tokenizer = transformers.MarianTokenizer.from_pretrained(directory)
+    pad, eos = vocab - 1, 0
+  else:
+    vocab = _t5_tokenizer(directory)
+    tokenizer = transformers.T5Tokenizer.from_pretrained(directory, extra_ids=0)
+    pad, eos = 0, 1
   # A random model's greedy output is often one token repeated: draw seeds and sources until it
   # varies (>= 3 distinct tokens per row, rows differ) and never emits <pad> (rest_jax never
   # samples it).
   for seed in range(3, 200):
-    torch.manual_seed(seed)
-    model = transformers.MarianMTModel(config)
-    with torch.no_grad():  # Random norms, biases and logits bias: every mapping is checked.
-      for name, param in model.named_parameters():
-        if "layer_norm" in name or name.endswith(".bias"):
-          param.add_(0.3 * torch.randn_like(param))
-      model.final_logits_bias.add_(0.05 * torch.randn_like(model.final_logits_bias))
-      # Tied embeddings carried by the residual stream make a random decoder copy its last
-      # token forever; smaller embeddings let the layers decide.
-      model.model.shared.weight.mul_(0.2)
-      for name, param in model.named_parameters():  # Peaked cross-attention: sources differ.
-        if "encoder_attn.q_proj" in name or "encoder_attn.k_proj" in name:
-          param.mul_(3.0)
-    model = model.float().eval()
-    ids = rng.integers(2, vocab - 1, size=(2, 9))
-    ids[:, -1] = 0  # Sources end with </s>, as the tokenizer writes them.
-    targets = rng.integers(2, vocab - 1, size=(2, 7))
+    model = _seq2seq_model(family, vocab, seed)
+    ids = rng.integers(3, vocab - 1, size=(2, 9))
+    ids[:, -1] = eos  # Sources end with </s>, as the tokenizer writes them.
+    targets = rng.integers(3, vocab - 1, size=(2, 7))
     with torch.no_grad():
       decoder_inputs = np.concatenate([np.full((2, 1), pad), targets[:, :-1]], axis=1)
       logits = model(input_ids=torch.tensor(ids),
                      decoder_input_ids=torch.tensor(decoder_inputs)).logits.numpy()
       generated = model.generate(torch.tensor(ids), max_new_tokens=8, do_sample=False,
-                                 num_beams=1, eos_token_id=0, pad_token_id=pad,
+                                 num_beams=1, eos_token_id=eos, pad_token_id=pad,
                                  decoder_start_token_id=pad, forced_eos_token_id=None,
                                  attention_mask=torch.ones(ids.shape, dtype=torch.long))
     generated = generated[:, 1:].numpy()  # Without the start token.
-    finished = np.cumsum(generated == 0, axis=1) > 0
+    finished = np.cumsum(generated == eos, axis=1) > 0
     if (not ((generated == pad) & ~finished).any()
         and min(len(set(row)) for row in generated.tolist()) >= 3
         and (generated[0] != generated[1]).any()):  # The source matters.
       break
   model.save_pretrained(directory, safe_serialization=True)
   os.remove(os.path.join(directory, "generation_config.json"))
-  source = tokenizer(MARIAN_TEXTS["source"], padding=True, return_tensors="pt")
-  target = tokenizer(text_target=MARIAN_TEXTS["target"], padding=True, return_tensors="pt")
+  source = tokenizer(SEQ2SEQ_TEXTS["source"], padding=True, return_tensors="pt")
+  target = tokenizer(text_target=SEQ2SEQ_TEXTS["target"], padding=True, return_tensors="pt")
+  unpad = lambda rows: [[i for i in row if i != pad] for row in rows.tolist()]
   with open(os.path.join(directory, "texts.json"), "w", encoding="utf-8") as f:
     json.dump({
-        **MARIAN_TEXTS,
-        "source_ids": [[i for i in row if i != pad] for row in source["input_ids"].tolist()],
-        "target_ids": [[i for i in row if i != pad] for row in target["input_ids"].tolist()],
+        **SEQ2SEQ_TEXTS, "source_ids": unpad(source["input_ids"]),
+        "target_ids": unpad(target["input_ids"]),
         "decoded": tokenizer.batch_decode(target["input_ids"], skip_special_tokens=True)},
         f, ensure_ascii=False, indent=1)
   np.savez(os.path.join(directory, "expected.npz"), ids=ids, targets=targets,
@@ -156,11 +200,11 @@ def main():
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                     "data", "hf_tiny"))
   rng = np.random.default_rng(0)
-  parser.add_argument("--families", default="llama,qwen2,gemma,marian")
+  parser.add_argument("--families", default="llama,qwen2,gemma,marian,t5")
   args = parser.parse_args()
   for family in args.families.split(","):
-    if family == "marian":
-      build_marian(os.path.join(args.out, family), np.random.default_rng(3))
+    if family in ("marian", "t5"):
+      build_seq2seq(family, os.path.join(args.out, family), np.random.default_rng(3))
       print(f"{family}: {os.path.join(args.out, family)}")
       continue
     model = build(family)

@@ -104,7 +104,7 @@ def test_errors_name_the_problem(tmp_path):
   config = json.loads((directory / "config.json").read_text())
   (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
   with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
-                                       r"\['llama', 'qwen2', 'gemma', 'marian'\]"):
+                                       r"\['llama', 'qwen2', 'gemma', 'marian', 't5'\]"):
     hf.import_policy(str(directory))
   (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
   with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
@@ -128,16 +128,23 @@ def test_errors_name_the_problem(tmp_path):
     hf.export_policy({}, toy_setup.toy_model(decoder_only=True).config, None, str(tmp_path))
 
 
-# ------------------------------------------------------------------------ Marian (opus-mt)
+# ------------------------------------------------------------ encoder-decoders: Marian, T5
 MARIAN = os.path.join(DATA, "marian")
+# (norm_position, positions, activation, mlp, embedding_scale, logits_bias, (pad, eos) ids).
+EXPECTED_SEQ2SEQ = {"marian": ("post", "sinusoidal_marian", "silu", "plain", "sqrt_d_model", True,
+                               "last", 0),
+                    "t5": ("pre", "relative_t5", "gelu", "gated", "none", False, 0, 1)}
 
 
-def test_marian_logits_equal_transformers():
-  config, params, token_map, expected = _imported("marian")
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_logits_equal_transformers(family):
+  config, params, token_map, expected = _imported(family)
+  norm_position, positions, act, mlp, scale, logits_bias, pad, eos = EXPECTED_SEQ2SEQ[family]
   assert (config.decoder_only, config.norm_position, config.positions, config.activation,
-          config.embedding_scale, config.tie_embeddings, config.logits_bias) == (
-              False, "post", "sinusoidal_marian", "silu", "sqrt_d_model", True, True)
-  assert (token_map.to_hf[0], token_map.to_hf[1]) == (config.vocab_size - 1, 0)  # <pad>, </s>
+          config.mlp, config.embedding_scale, config.logits_bias) == (
+              False, norm_position, positions, act, mlp, scale, logits_bias)
+  pad = config.vocab_size - 1 if pad == "last" else pad
+  assert (token_map.to_hf[0], token_map.to_hf[1]) == (pad, eos)
   # transformers was fed decoder inputs <pad> + targets[:-1]: rest_jax's teacher forcing.
   logits = Transformer(config).apply({"params": params}, token_map.encode(expected["ids"]),
                                      token_map.encode(expected["targets"]))
@@ -145,29 +152,40 @@ def test_marian_logits_equal_transformers():
   np.testing.assert_allclose(np.asarray(logits), reference, atol=2e-5, rtol=1e-4)
 
 
-def test_marian_greedy_generation_equals_transformers():
-  config, params, token_map, expected = _imported("marian")
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_greedy_generation_equals_transformers(family):
+  config, params, token_map, expected = _imported(family)
   mesh = toy_setup.mesh()
   shardings = jax.tree_util.tree_map(lambda _: jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec()), params)
   sampler = sampling.make_sampler(Transformer(config), SamplingConfig(
       max_decode_len=expected["greedy"].shape[1], temperature=0.0), mesh, shardings)
   out = sampler(params, token_map.encode(expected["ids"]), jax.random.PRNGKey(0))
-  np.testing.assert_array_equal(np.asarray(out.tokens)[:, 0],
-                                token_map.encode(expected["greedy"]))
+  theirs = token_map.encode(expected["greedy"])
+  theirs = np.where(np.cumsum(theirs == 1, axis=1) - (theirs == 1) > 0, 0, theirs)  # After EOS.
+  np.testing.assert_array_equal(np.asarray(out.tokens)[:, 0], theirs)
 
 
-def test_marian_import_export_import_is_exact(tmp_path):
-  config, params, token_map, _ = _imported("marian")
-  base = json.loads(open(os.path.join(MARIAN, "config.json"), encoding="utf-8").read())
-  hf.export_policy(params, config, token_map, str(tmp_path), family="marian", base_config=base)
-  original, exported = hf.read_weights(MARIAN), hf.read_weights(str(tmp_path))
-  assert sorted(exported) == sorted(original)
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_import_export_import_is_exact(family, tmp_path):
+  config, params, token_map, _ = _imported(family)
+  directory = os.path.join(DATA, family)
+  base = json.loads(open(os.path.join(directory, "config.json"), encoding="utf-8").read())
+  hf.export_policy(params, config, token_map, str(tmp_path), family=family, base_config=base)
+  original, exported = hf.read_weights(directory), hf.read_weights(str(tmp_path))
+  # A T5 whose output is tied but unscaled (flan-t5 as transformers 5 saves it) is written with
+  # an lm_head equal to the embedding, so that transformers 4 reads it too.
+  extra = {"lm_head.weight"} if family == "t5" else set()
+  assert sorted(exported) == sorted(set(original) | extra)
   for name, array in original.items():
     np.testing.assert_array_equal(exported[name], array, err_msg=name)
+  if extra:
+    np.testing.assert_array_equal(exported["lm_head.weight"], original["shared.weight"])
   saved = json.loads((tmp_path / "config.json").read_text())
-  for key in ("activation_function", "scale_embedding", "pad_token_id", "eos_token_id",
-              "decoder_start_token_id", "encoder_layers", "decoder_ffn_dim"):
+  keys = {"marian": ("activation_function", "scale_embedding", "decoder_ffn_dim"),
+          "t5": ("feed_forward_proj", "relative_attention_num_buckets", "d_kv",
+                 "scale_decoder_outputs")}[family]
+  for key in keys + ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
     assert saved[key] == base[key], key
   config2, params2, token_map2 = hf.import_policy(str(tmp_path))
   assert config2 == config
@@ -192,29 +210,65 @@ def test_marian_position_tables_are_checked_when_present(tmp_path):
     hf.import_policy(str(directory))
 
 
-def test_marian_tokenizer_matches_transformers():
-  """Sources are cut with source.spm, targets with target.spm, both through vocab.json, as
-  MarianTokenizer does (its ids, made by scripts/make_hf_reference.py, end with </s>, which
-  seqio appends here); decoding drops the special tokens."""
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_tokenizer_matches_transformers(family):
+  """Marian cuts sources with source.spm and targets with target.spm, both through vocab.json;
+  T5 cuts both with spiece.model. Ids as MarianTokenizer / T5Tokenizer give them (made by
+  scripts/make_hf_reference.py; they end with </s>, which seqio appends here); decoding drops
+  the special tokens."""
   from rest_jax.data import hf_vocab, vocab as vocab_lib
-  texts = json.loads(open(os.path.join(MARIAN, "texts.json"), encoding="utf-8").read())
-  target = hf_vocab.HFTokenizerVocabulary(MARIAN)
+  directory = os.path.join(DATA, family)
+  texts = json.loads(open(os.path.join(directory, "texts.json"), encoding="utf-8").read())
+  target = hf_vocab.HFTokenizerVocabulary(directory)
   source = vocab_lib.source_vocabulary(target)
-  assert (target.kind, target.side, source.side) == ("marian", "target", "source")
-  assert source is target.source_vocabulary and source != target
+  eos = int(target.token_map.to_hf[1])
+  if family == "marian":
+    assert (target.kind, target.side, source.side) == ("marian", "target", "source")
+    assert source is target.source_vocabulary and source != target
+    # The two models really differ: English cut by the German model is another id sequence.
+    assert any(list(source.encode(t)) != list(target.encode(t)) for t in texts["target"])
+  else:
+    assert target.kind == "spiece.model" and source is target
   for side, vocabulary in (("source", source), ("target", target)):
     for text, ids in zip(texts[side], texts[f"{side}_ids"]):
-      assert ids[-1] == 0
+      assert ids[-1] == eos
       assert list(vocabulary.encode(text)) == list(target.token_map.encode(ids[:-1]))
   for ids, decoded in zip(texts["target_ids"], texts["decoded"]):
     assert target.decode(target.token_map.encode(ids).tolist()) == decoded
-  # The two models really differ: English cut by the German model is another id sequence.
-  assert any(list(source.encode(t)) != list(target.encode(t)) for t in texts["target"])
-  assert target.vocab_size == json.loads(open(os.path.join(MARIAN, "config.json")).read())[
+  assert target.vocab_size == json.loads(open(os.path.join(directory, "config.json")).read())[
       "vocab_size"]
 
 
-def test_marian_config_errors():
+def test_relative_position_buckets_match_t5s_definition():
+  """Against a direct transcription of T5's rule: exact buckets for small offsets, logarithmic
+  ones up to max_distance, the sign in the upper half when bidirectional."""
+  import math
+  from rest_jax.models.transformer import relative_position_buckets
+
+  def reference(rel, bidirectional, n, max_distance):
+    bucket = 0
+    if bidirectional:
+      n //= 2
+      bucket += n if rel > 0 else 0
+      rel = abs(rel)
+    else:
+      rel = -min(rel, 0)
+    exact = n // 2
+    if rel < exact:
+      return bucket + rel
+    return bucket + min(n - 1, exact + int(math.log(rel / exact) / math.log(max_distance / exact)
+                                           * (n - exact)))
+
+  rel = np.arange(-300, 301)[None, None, :]
+  for bidirectional in (True, False):
+    for n, max_distance in ((32, 128), (8, 12), (6, 7)):
+      ours = np.asarray(relative_position_buckets(jax.numpy.asarray(rel), bidirectional, n,
+                                                  max_distance))[0, 0]
+      theirs = [reference(int(r), bidirectional, n, max_distance) for r in rel[0, 0]]
+      np.testing.assert_array_equal(ours, theirs)
+
+
+def test_seq2seq_config_errors():
   base = json.loads(open(os.path.join(MARIAN, "config.json"), encoding="utf-8").read())
   for change, message in [
       (dict(activation_function="tanh"), r"activation_function='tanh'; supported for marian"),
@@ -229,3 +283,14 @@ def test_marian_config_errors():
   config = hf.model_config_from_hf(base)
   with pytest.raises(ValueError, match="not Marian-style"):
     hf.family_of(config.replace(norm_position="pre"))
+  t5 = json.loads(open(os.path.join(DATA, "t5", "config.json"), encoding="utf-8").read())
+  with pytest.raises(ValueError, match=r"feed_forward_proj='gated-tanh'; supported for t5"):
+    hf.model_config_from_hf(dict(t5, feed_forward_proj="gated-tanh"))
+  t5_config = hf.import_policy(os.path.join(DATA, "t5"))[0]
+  with pytest.raises(ValueError, match="not T5-style"):
+    hf.family_of(t5_config.replace(attention_scale="rsqrt_head_dim"))
+  # v1.0 (no scale_decoder_outputs, tie_word_embeddings unset): tied and scaled.
+  v10 = {k: v for k, v in t5.items() if k not in ("scale_decoder_outputs",
+                                                  "tie_word_embeddings")}
+  assert (hf.model_config_from_hf(v10).tie_embeddings,
+          hf.model_config_from_hf(v10).logits_scale) == (True, "rsqrt_d_model")

@@ -170,7 +170,7 @@ def test_bad_hf_init_policy_is_a_clear_error_before_any_data(checkpoint, tmp_pat
   with pytest.raises(ValueError, match=r"run.init_policy='hf=.*empty': .* has no config.json, "
                                        r"no model.safetensors or .*, no tokenizer.json, "
                                        r"source.spm \+ target.spm \+ vocab.json or "
-                                       r"tokenizer.model"):
+                                       r"tokenizer.model / spiece.model"):
     run_experiment(tmp_path / "a", f"rest_loop.run.init_policy = 'hf={empty}'")
   with pytest.raises(ValueError, match=r"run.init_policy='hf=/nonexistent': no such directory"):
     run_experiment(tmp_path / "b", "rest_loop.run.init_policy = 'hf=/nonexistent'")
@@ -200,21 +200,24 @@ def run_translation(workdir, *bindings):
 
 
 @pytest.mark.slow
-def test_translation_rest_starts_from_a_marian_checkpoint_and_exports_back(tmp_path):
-  """ReST on German->English from an opus-mt-style checkpoint (tests/data/hf_tiny/marian, its
-  parity with transformers is hf_checkpoints_test's): sources are cut with its source.spm,
-  targets with its target.spm; the trained policy exports back to a Marian checkpoint."""
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_translation_rest_starts_from_a_seq2seq_checkpoint_and_exports_back(tmp_path, family):
+  """ReST on German->English from an opus-mt-style or T5-style checkpoint
+  (tests/data/hf_tiny/<family>, whose parity with transformers is hf_checkpoints_test's):
+  Marian's sources are cut with its source.spm, targets with its target.spm, T5's both with
+  spiece.model; the trained policy exports back to the family's checkpoint."""
   from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  marian = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", "marian")
+  marian = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", family)
   workdir = tmp_path / "run"
   rows = run_translation(workdir, f"rest_loop.run.init_policy = 'hf={marian}'",
                          "rest_loop.run.init_policy_mode = 'finetune'",
                          "ImproveConfig.filter_schedule = ('threshold:tau=0.0',)")
   assert {r["run"] for r in rows} == {"G0I0", "G1I0"}
-  task = pipeline.get_task("ding_de_en.vocab_marian")
+  task = pipeline.get_task(f"ding_de_en.vocab_{family}")
   inputs_vocab = task.output_features["inputs"].vocabulary
   targets_vocab = task.output_features["targets"].vocabulary
-  assert (inputs_vocab.side, targets_vocab.side) == ("source", "target")
+  assert (inputs_vocab.side, targets_vocab.side) == (
+      ("source", "target") if family == "marian" else ("target", "target"))
   example = next(iter(task.get_dataset(split="validation", shuffle=False)))
   german = example["inputs_pretokenized"].numpy().decode()
   assert list(example["inputs"].numpy()) == list(inputs_vocab.encode(german)) + [1]
@@ -223,7 +226,8 @@ def test_translation_rest_starts_from_a_marian_checkpoint_and_exports_back(tmp_p
 
   out = tmp_path / "exported"
   assert export_hf.main([f"--policy={workdir}", f"--base={marian}", f"--out={out}"]) == 0
-  assert all(os.path.exists(out / name) for name in hf_checkpoints.MARIAN_TOKENIZER)
+  assert all(os.path.exists(out / name) for name in (
+      hf_checkpoints.MARIAN_TOKENIZER if family == "marian" else ("spiece.model",)))
   config, exported, _ = hf_checkpoints.import_policy(str(out))
   assert config == hf_checkpoints.import_policy(marian)[0]
   final = reward_model_training.load_policy_for_sampling(

@@ -22,6 +22,7 @@ VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions
                           activation="gelu", num_kv_heads=1, logits_scale="none",
                           embedding_scale="sqrt_d_model", head_dim=12),
             "post_norm": dict(norm_position="post"), "marian": toy_setup.MARIAN_STYLE,
+            "t5": toy_setup.T5_STYLE,
             "gelu_exact": dict(activation="gelu_exact", mlp_bias=True)}
 
 
@@ -30,7 +31,7 @@ def _init(model, src, tgt):
   return boxed["params"], nn.meta.unbox(boxed["params"])
 
 
-@pytest.mark.parametrize("variant", ["paper", "llama", "marian"])
+@pytest.mark.parametrize("variant", ["paper", "llama", "marian", "t5"])
 @pytest.mark.parametrize("decoder_only", [False, True])
 def test_every_parameter_has_logical_axes(decoder_only, variant):
   model = toy_setup.toy_model(decoder_only=decoder_only, value_head=True, **VARIANTS[variant])
@@ -40,7 +41,7 @@ def test_every_parameter_has_logical_axes(decoder_only, variant):
   assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
   for leaf in leaves:
     assert len(leaf.names) == leaf.value.ndim
-    assert set(leaf.names) <= AXES
+    assert set(leaf.names) - {None} <= AXES  # None: replicated (T5's bucket axis).
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -185,6 +186,10 @@ def test_variant_config_errors():
                                        r"\('pre', 'post'\)"),
       (dict(norm="rmsnorm", norm_bias=True), r"ModelConfig.norm_bias=True .*needs "
                                              r"norm='layernorm'"),
-      (dict(mlp_bias=1), r"ModelConfig.mlp_bias=1 .*True or False")]:
+      (dict(mlp_bias=1), r"ModelConfig.mlp_bias=1 .*True or False"),
+      (dict(attention_scale="sqrt"), r"ModelConfig.attention_scale='sqrt' .*allowed: "
+                                     r"\('rsqrt_head_dim', 'none'\)"),
+      (dict(positions="relative_t5", relative_buckets=5), r"ModelConfig.relative_buckets=5 "
+                                                          r".*an even number >= 4")]:
     with pytest.raises(ValueError, match=message):
       model_config("toy", 16, **overrides)

@@ -15,11 +15,12 @@ from rest_jax.configs import BeamSearchConfig, SamplingConfig
 from rest_jax.models import EOS_ID, PAD_ID, token_log_probs
 
 
-# The pretrained-family variants (toy_setup.LLAMA_STYLE, MARIAN_STYLE) must sample exactly as the
-# paper's policy does.
+# The pretrained-family variants (toy_setup.LLAMA_STYLE, MARIAN_STYLE, T5_STYLE) must sample
+# exactly as the paper's policy does.
 @pytest.fixture(scope="module", params=[(False, {}), (True, {}), (True, toy_setup.LLAMA_STYLE),
-                                        (False, toy_setup.MARIAN_STYLE)],
-                ids=["encdec", "deconly", "deconly_llama", "encdec_marian"])
+                                        (False, toy_setup.MARIAN_STYLE),
+                                        (False, toy_setup.T5_STYLE)],
+                ids=["encdec", "deconly", "deconly_llama", "encdec_marian", "encdec_t5"])
 def setup(request):
   decoder_only, variant = request.param
   model = toy_setup.toy_model(decoder_only=decoder_only, **variant)

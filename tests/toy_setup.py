@@ -18,6 +18,11 @@ MARIAN_STYLE = dict(norm_position="post", norm_bias=True, positions="sinusoidal_
                     attention_bias=True, attention_out_bias=True, mlp_bias=True,
                     logits_bias=True, logits_scale="none", activation="silu",
                     embedding_scale="sqrt_d_model", layer_norm_epsilon=1e-5)
+# T5 (flan-t5): pre-RMSNorm, relative position buckets (few, so toy lengths reach the
+# logarithmic ones), no query scaling, gated GELU, untied and unscaled output.
+T5_STYLE = dict(norm="rmsnorm", positions="relative_t5", relative_buckets=8,
+                relative_max_distance=12, attention_scale="none", mlp="gated", activation="gelu",
+                tie_embeddings=False, logits_scale="none")
 
 
 def toy_model(decoder_only=False, value_head=False, vocab=VOCAB, **overrides):

@@ -144,19 +144,20 @@ def test_trust_region_reference_is_refreshed_every_k_steps():
   np.testing.assert_array_equal(leaf(state.prev_params), start)
 
 
-@pytest.mark.parametrize("family", ["llama", "marian"])
+@pytest.mark.parametrize("family", ["llama", "marian", "t5"])
 @pytest.mark.parametrize("name", ["bc", "reward_weighted_nll", "gold_s", "bvmpo", "oac",
                                   "value_pretrain"])
 def test_every_offline_loss_trains_a_pretrained_family_variant(name, family):
   """One train step of each Improve loss on the pretrained-family variants (a Llama-style
   decoder: RMSNorm, rotary, SwiGLU, grouped-query attention, untied output; a Marian-style
-  post-norm encoder-decoder with biases) with a value head and the loss's frozen copies, as an
+  post-norm encoder-decoder with biases; a T5-style one with relative position buckets) with a value head and the loss's frozen copies, as an
   Improve round builds them: a finite loss and a moved policy (or critic)."""
   mesh = toy_setup.mesh()
   if family == "llama":
     model = toy_setup.toy_model(decoder_only=True, value_head=True, **toy_setup.LLAMA_STYLE)
   else:
-    model = toy_setup.toy_model(value_head=True, **toy_setup.MARIAN_STYLE)
+    model = toy_setup.toy_model(value_head=True, **(
+        toy_setup.MARIAN_STYLE if family == "marian" else toy_setup.T5_STYLE))
   spec = registry.get_loss(name)
   config = spec.for_phase(registry.make_config(name), 20)
   opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, decay="constant")
@@ -182,5 +183,5 @@ def test_every_offline_loss_trains_a_pretrained_family_variant(name, family):
   moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(b) - a).max()), before,
                                  state.params)
   changed = ("value_out" if name == "value_pretrain"
-             else "output" if family == "llama" else "embedding")
+             else "embedding" if family == "marian" else "output")
   assert moved[changed] > 0, moved[changed]

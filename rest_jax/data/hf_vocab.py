@@ -10,9 +10,9 @@ The tokenizer is `tokenizer.json` (a `tokenizers` fast tokenizer: Llama 3, Qwen2
 needs the `tokenizers` package) when present, else Marian's `source.spm` + `target.spm` +
 `vocab.json` (two SentencePiece models whose pieces share one id table: German sources are cut
 with the source model, English targets with the target model), else `tokenizer.model`
-(SentencePiece: Llama 2, T5). Text is encoded without special tokens (no BOS): the task's
-inputs and targets are plain text, and the model sees each sequence as rest_jax writes it
-(prompt, then target, then end of sequence). The vocabulary size is the checkpoint's
+(SentencePiece: Llama 2) or `spiece.model` (T5). Text is encoded without special tokens (no
+BOS): the task's inputs and targets are plain text, and the model sees each sequence as rest_jax
+writes it (prompt, then target, then end of sequence). The vocabulary size is the checkpoint's
 `config.json` vocab_size (the number of embedding rows, often padded beyond the tokenizer's).
 
 A task tokenizes its `inputs` with `vocabulary.source_vocabulary` (Marian's source side; the
@@ -32,7 +32,7 @@ import tensorflow as tf
 from rest_jax import fileio
 from rest_jax import hf_checkpoints
 from rest_jax.hf_checkpoints import MARIAN_TOKENIZER as MARIAN_FILES
-from rest_jax.hf_checkpoints import SENTENCEPIECE_MODEL, TOKENIZER_JSON
+from rest_jax.hf_checkpoints import SENTENCEPIECE_MODELS, TOKENIZER_JSON
 
 SIDES = ("target", "source")
 
@@ -52,7 +52,9 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
       self.token_map = hf_checkpoints.token_map_of(hf, tokenizer_size=tokens)
     except ValueError as e:
       raise ValueError(f"{directory}: {e}") from None
-    self._skip = {int(self.token_map.to_hf[0]), int(self.token_map.to_hf[1])}  # pad, EOS
+    # Decoding drops pad and EOS here, and unk in each tokenizer's decode, as transformers'
+    # decode(skip_special_tokens=True) does.
+    self._skip = {int(self.token_map.to_hf[0]), int(self.token_map.to_hf[1])}
     unk = hf.get("unk_token_id")
     self._unk = None if unk is None else int(self.token_map.encode(int(unk)))
 
@@ -135,7 +137,6 @@ def _load_tokenizer(directory: str, side: str = "target"):
   """(encode: str -> checkpoint ids, decode: ids -> str, kind, number of tokens) of the
   directory's tokenizer (`side`: Marian's source or target model; one tokenizer otherwise)."""
   json_path = os.path.join(directory, TOKENIZER_JSON)
-  spm_path = os.path.join(directory, SENTENCEPIECE_MODEL)
   if fileio.exists(json_path):
     try:
       import tokenizers  # pylint: disable=g-import-not-at-top
@@ -148,11 +149,14 @@ def _load_tokenizer(directory: str, side: str = "target"):
             tok.get_vocab_size(with_added_tokens=True))
   if all(fileio.exists(os.path.join(directory, name)) for name in MARIAN_FILES):
     return _marian_tokenizer(directory, side)
-  if fileio.exists(spm_path):
-    import sentencepiece  # pylint: disable=g-import-not-at-top
-    sp = sentencepiece.SentencePieceProcessor(model_proto=fileio.read_bytes(spm_path))
-    return (lambda s: sp.encode(s, out_type=int), lambda ids: sp.decode(ids),
-            SENTENCEPIECE_MODEL, sp.get_piece_size())
+  for name in SENTENCEPIECE_MODELS:
+    spm_path = os.path.join(directory, name)
+    if fileio.exists(spm_path):
+      import sentencepiece  # pylint: disable=g-import-not-at-top
+      sp = sentencepiece.SentencePieceProcessor(model_proto=fileio.read_bytes(spm_path))
+      return (lambda s: sp.encode(s, out_type=int),
+              lambda ids: sp.decode([i for i in ids if i != sp.unk_id()]), name,
+              sp.get_piece_size())
   raise FileNotFoundError(f"{directory}: no {TOKENIZER_JSON}, {' + '.join(MARIAN_FILES)} or "
-                          f"{SENTENCEPIECE_MODEL}; a run started from a Hugging Face checkpoint "
-                          "tokenizes with its tokenizer.")
+                          f"{' / '.join(SENTENCEPIECE_MODELS)}; a run started from a Hugging "
+                          "Face checkpoint tokenizes with its tokenizer.")

@@ -79,6 +79,28 @@ def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.
   return rotated.astype(x_BxHxTxK.dtype)
 
 
+def relative_position_buckets(relative_BxTxL: jax.Array, bidirectional: bool, num_buckets: int,
+                              max_distance: int) -> jax.Array:
+  """T5's bucket of each relative position (key position - query position): half of the buckets
+  (per direction when bidirectional; a causal decoder sees only keys at or before the query) are
+  the exact offsets 0..n/2-1, the rest cover larger offsets logarithmically up to
+  `max_distance`, beyond which all share the last bucket."""
+  buckets = jnp.zeros_like(relative_BxTxL)
+  if bidirectional:
+    num_buckets //= 2
+    buckets = buckets + (relative_BxTxL > 0).astype(relative_BxTxL.dtype) * num_buckets
+    distance = jnp.abs(relative_BxTxL)
+  else:
+    distance = -jnp.minimum(relative_BxTxL, 0)
+  max_exact = num_buckets // 2
+  # Clamped at 1 so that the logarithm of the (unused) small distances stays finite.
+  large = max_exact + (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+                       / np.log(max_distance / max_exact)
+                       * (num_buckets - max_exact)).astype(relative_BxTxL.dtype)
+  large = jnp.minimum(large, num_buckets - 1)
+  return buckets + jnp.where(distance < max_exact, distance, large)
+
+
 class LayerNorm(nn.Module):
   """LayerNorm (centred; a bias with ModelConfig.norm_bias) or, with
   ModelConfig.norm='rmsnorm'/'rmsnorm_offset', RMSNorm (with the scale as an offset from 1 for
@@ -171,7 +193,8 @@ class Attention(nn.Module):
     q_BxHxTxK = self._project(x_BxTxD, self.query, "query_bias")
     if self.rotary:
       q_BxHxTxK = rotary(q_BxHxTxK, positions_BxT, cfg.rope_theta)
-    q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)
+    if cfg.attention_scale == "rsqrt_head_dim":
+      q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)
     b, h, t, k = q_BxHxTxK.shape
     g = k_BxGxLxK.shape[1]
     # Query heads grouped by the key/value head they read: [B,G,H/G*T,K] (a free reshape).
@@ -309,6 +332,12 @@ def causal_bias(query_slots_BxT: jax.Array, key_valid_BxL: jax.Array) -> jax.Arr
   return jnp.where(visible_BxTxL, 0.0, NEG_INF)[:, None, :, :].astype(jnp.float32)
 
 
+def _slot_positions(valid_BxL: jax.Array) -> jax.Array:
+  """The position of the token in each cache slot (valid slots count from 0; a padding slot
+  gets its neighbour's, never read)."""
+  return jnp.maximum(jnp.cumsum(valid_BxL, axis=1) - 1, 0)
+
+
 def left_align_to_right(inputs_BxS: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Moves right-padded rows to the right edge (left padding); returns (tokens, valid mask)."""
   length = inputs_BxS.shape[1]
@@ -343,6 +372,13 @@ class Transformer(nn.Module):
     if not cfg.tie_embeddings:
       self.output = _param(self, "output", _fan_in_init(0, 1), (cfg.d_model, cfg.vocab_size),
                            ("embed", "vocab"), jnp.dtype(cfg.param_dtype))
+    if cfg.positions == "relative_t5":  # [buckets, heads] per stack, shared by its layers.
+      table = lambda name: _param(self, name, nn.initializers.normal(0.1),
+                                  (cfg.relative_buckets, cfg.num_heads), (None, "heads"),
+                                  jnp.dtype(cfg.param_dtype))
+      if not cfg.decoder_only:
+        self.encoder_relative_bias = table("encoder_relative_bias")
+      self.decoder_relative_bias = table("decoder_relative_bias")
     if cfg.logits_bias:
       self.output_bias = _param(self, "output_bias", nn.initializers.zeros, (cfg.vocab_size,),
                                 ("vocab",), jnp.dtype(cfg.param_dtype))
@@ -356,6 +392,19 @@ class Transformer(nn.Module):
                                jnp.dtype(cfg.param_dtype))
 
   # ----------------------------------------------------------------------------------- pieces
+  def _relative_bias(self, bias, query_positions_BxT, key_positions_BxL, encoder: bool):
+    """`bias` plus, under positions='relative_t5', the stack's learned bias [B,H,T,L] of each
+    (key position - query position) bucket; `bias` alone otherwise."""
+    cfg = self.config
+    if cfg.positions != "relative_t5":
+      return bias
+    relative = key_positions_BxL[:, None, :] - query_positions_BxT[:, :, None]
+    buckets_BxTxL = relative_position_buckets(relative.astype(jnp.int32), encoder,
+                                              cfg.relative_buckets, cfg.relative_max_distance)
+    table = self.encoder_relative_bias if encoder else self.decoder_relative_bias
+    values_BxTxLxH = jnp.take(table.astype(jnp.float32), buckets_BxTxL, axis=0)
+    return bias + values_BxTxLxH.transpose(0, 3, 1, 2)
+
   def _embed(self, tokens_BxT, positions_BxT, deterministic):
     cfg = self.config
     x = jnp.take(self.embedding, tokens_BxT, axis=0).astype(cfg.dtype)
@@ -390,13 +439,16 @@ class Transformer(nn.Module):
     valid_BxS = inputs_BxS != PAD_ID
     positions = jnp.broadcast_to(jnp.arange(inputs_BxS.shape[1]), inputs_BxS.shape)
     x = self._embed(inputs_BxS, positions, deterministic)
-    bias = _key_bias(valid_BxS)
+    bias = self._relative_bias(_key_bias(valid_BxS), positions, positions, encoder=True)
     for layer in self.encoder_layers:
       x = layer(x, bias, positions, deterministic)
     return self.encoder_norm(x) if self.config.norm_position == "pre" else x
 
   def _run_decoder(self, tokens_BxT, positions_BxT, self_bias, cross_kvs, cross_bias, cache,
-                   cache_index, deterministic):
+                   cache_index, deterministic, key_positions_BxL=None):
+    """The decoder stack. `key_positions_BxL`: the positions of the self-attention keys (the
+    cache's slots when decoding), needed by positions='relative_t5'."""
+    self_bias = self._relative_bias(self_bias, positions_BxT, key_positions_BxL, encoder=False)
     y = self._embed(tokens_BxT, positions_BxT, deterministic)
     new_layers = []
     for i, layer in enumerate(self.decoder_layers):
@@ -433,7 +485,7 @@ class Transformer(nn.Module):
     cross_kvs = [layer.cross_kv(encoded) for layer in self.decoder_layers]
     cross_bias = _key_bias(inputs_BxS != PAD_ID)
     hidden, _ = self._run_decoder(decoder_inputs, slots_BxT, self_bias, cross_kvs, cross_bias,
-                                  None, None, deterministic)
+                                  None, None, deterministic, key_positions_BxL=slots_BxT)
     return hidden
 
   def _decoder_only_hidden(self, inputs_BxS, targets_BxT, deterministic):
@@ -445,7 +497,7 @@ class Transformer(nn.Module):
     slots = jnp.broadcast_to(jnp.arange(s + t - 1), sequence.shape)
     self_bias = causal_bias(slots, valid)
     hidden, _ = self._run_decoder(sequence, positions, self_bias, None, None, None, None,
-                                  deterministic)
+                                  deterministic, key_positions_BxL=positions)
     return hidden[:, s - 1:, :]
 
   # ------------------------------------------------------------------------------ decoding
@@ -471,7 +523,8 @@ class Transformer(nn.Module):
       cache = {"layers": [{"k": empty(b), "v": empty(b)} for _ in self.decoder_layers]}
       slots = jnp.broadcast_to(jnp.arange(s), (b, s))
       hidden, layers = self._run_decoder(prompt_BxS, positions, causal_bias(slots, kv_valid),
-                                         None, None, cache, 0, True)
+                                         None, None, cache, 0, True,
+                                         key_positions_BxL=_slot_positions(kv_valid))
       logits_BxV = self._logits(hidden[:, -1:, :])[:, 0]
       cache = {
           "layers": jax.tree_util.tree_map(lambda x: jnp.repeat(x, n, axis=0), layers),
@@ -509,7 +562,8 @@ class Transformer(nn.Module):
       cross_kvs = [(lc["cross_k"], lc["cross_v"]) for lc in cache["layers"]]
       cross_bias = _key_bias(cache["cross_valid"])
     hidden, layers = self._run_decoder(tokens_B[:, None], positions_Bx1, self_bias, cross_kvs,
-                                       cross_bias, cache, index, True)
+                                       cross_bias, cache, index, True,
+                                       key_positions_BxL=_slot_positions(cache["kv_valid"]))
     new_cache = dict(cache, layers=layers, index=index + 1, position=cache["position"] + 1)
     return self._logits(hidden)[:, 0], new_cache
 
