@@ -12,7 +12,9 @@ explicit position ids, output logits tied to the input embedding and scaled by 1
 The variants of pretrained families are options of the same modules (`ModelConfig`): RMSNorm,
 rotary positions (applied to queries and keys at their explicit positions, so cached keys are
 stored rotated), gated MLPs, grouped-query attention (fewer key/value heads than query heads: a
-smaller cache), and an untied, unscaled output projection.
+smaller cache), an untied, unscaled output projection; Marian's post-norm layers with biases
+and its sinusoids; T5's relative-position bias (from the query's position and the positions of
+the cache slots, so cached decoding needs nothing stored) and unscaled attention.
 Every parameter carries logical axis names ("vocab", "embed", "mlp", "heads", "kv") that
 `rest_jax.sharding` maps to mesh axes.
 
