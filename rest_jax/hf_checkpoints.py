@@ -90,8 +90,12 @@ MARIAN_TOKENIZER = ("source.spm", "target.spm", "vocab.json")
 
 # ------------------------------------------------------------------------------ safetensors
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """The tensors of one safetensors file, as read-only arrays backed by a memory map."""
-  raw = np.memmap(path, dtype=np.uint8, mode="r")
+  """The tensors of one safetensors file, as read-only arrays backed by a memory map (a local
+  file) or by the file's bytes read at once (gs:// and other remote paths)."""
+  if fileio.is_remote(path):
+    raw = np.frombuffer(fileio.read_bytes(path), dtype=np.uint8)
+  else:
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
   header_len = int(np.frombuffer(raw[:8].tobytes(), "<u8")[0])
   header = json.loads(raw[8:8 + header_len].tobytes())
   body = 8 + header_len
@@ -128,12 +132,13 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
 
 
 def read_weights(directory: str) -> dict[str, np.ndarray]:
-  """Every tensor of a checkpoint directory (one file or index-named shards)."""
+  """Every tensor of a checkpoint directory (one file or index-named shards). A local directory
+  is memory-mapped (nothing is read until a tensor is converted); a gs:// one is read file by
+  file into host memory, so copy a large checkpoint to local disk first."""
   index = os.path.join(directory, INDEX_NAME)
-  if os.path.exists(index):  # Weights are memory-mapped: a local directory.
-    with open(index, encoding="utf-8") as f:
-      files = sorted(set(json.load(f)["weight_map"].values()))
-  elif os.path.exists(os.path.join(directory, WEIGHTS_NAME)):
+  if fileio.exists(index):
+    files = sorted(set(json.loads(fileio.read_bytes(index))["weight_map"].values()))
+  elif fileio.exists(os.path.join(directory, WEIGHTS_NAME)):
     files = [WEIGHTS_NAME]
   else:
     raise FileNotFoundError(f"{directory}: no {WEIGHTS_NAME} or {INDEX_NAME} (only safetensors "

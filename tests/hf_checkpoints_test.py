@@ -294,3 +294,21 @@ def test_seq2seq_config_errors():
                                                   "tie_word_embeddings")}
   assert (hf.model_config_from_hf(v10).tie_embeddings,
           hf.model_config_from_hf(v10).logits_scale) == (True, "rsqrt_d_model")
+
+
+def test_import_from_a_remote_directory():
+  """gs:// checkpoints (TensorFlow's ram:// stands in) import like local ones, tokenizer too."""
+  import uuid
+  import tensorflow as tf
+  from rest_jax.data import hf_vocab
+  remote = f"ram://hf_remote/{uuid.uuid4().hex}/t5"
+  tf.io.gfile.makedirs(remote)
+  for name in os.listdir(os.path.join(DATA, "t5")):
+    tf.io.gfile.copy(os.path.join(DATA, "t5", name), f"{remote}/{name}")
+  config, params, token_map = hf.import_policy(remote)
+  local_config, local_params, _ = hf.import_policy(os.path.join(DATA, "t5"))
+  assert config == local_config
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, local_params)
+  assert hf.init_directory(f"hf={remote}") == remote
+  vocab = hf_vocab.HFTokenizerVocabulary(remote)
+  assert vocab.decode(vocab.encode("This is a house.")) == "This is a house."
