@@ -187,18 +187,6 @@ def test_model_overrides_may_not_change_the_checkpoints_architecture(checkpoint,
                    "rest_loop.run.model_overrides = {'decoder_only': True, 'd_model': 64}")
 
 
-def run_translation(workdir, *bindings):
-  """The tiny translation experiment (test/tiny_e2e.gin, Ding German->English)."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from rest_jax import main  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  main.parse_gin(["test/tiny_e2e.gin"], list(bindings), [main.EXPERIMENTS_DIR])
-  try:
-    return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
-  finally:
-    gin.clear_config()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["marian", "t5"])
 def test_translation_rest_starts_from_a_seq2seq_checkpoint_and_exports_back(tmp_path, family):
@@ -207,11 +195,12 @@ def test_translation_rest_starts_from_a_seq2seq_checkpoint_and_exports_back(tmp_
   Marian's sources are cut with its source.spm, targets with its target.spm, T5's both with
   spiece.model; the trained policy exports back to the family's checkpoint."""
   from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  marian = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", family)
+  checkpoint = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", family)
   workdir = tmp_path / "run"
-  rows = run_translation(workdir, f"rest_loop.run.init_policy = 'hf={marian}'",
-                         "rest_loop.run.init_policy_mode = 'finetune'",
-                         "ImproveConfig.filter_schedule = ('threshold:tau=0.0',)")
+  rows = run_experiment(workdir, f"rest_loop.run.init_policy = 'hf={checkpoint}'",
+                        "rest_loop.run.init_policy_mode = 'finetune'",
+                        "ImproveConfig.filter_schedule = ('threshold:tau=0.0',)",
+                        gin_file="test/tiny_e2e.gin")  # Ding German->English.
   assert {r["run"] for r in rows} == {"G0I0", "G1I0"}
   task = pipeline.get_task(f"ding_de_en.vocab_{family}")
   inputs_vocab = task.output_features["inputs"].vocabulary
@@ -225,12 +214,12 @@ def test_translation_rest_starts_from_a_seq2seq_checkpoint_and_exports_back(tmp_
   assert samples and all(isinstance(s["hypothesis"], str) for s in samples)
 
   out = tmp_path / "exported"
-  assert export_hf.main([f"--policy={workdir}", f"--base={marian}", f"--out={out}"]) == 0
+  assert export_hf.main([f"--policy={workdir}", f"--base={checkpoint}", f"--out={out}"]) == 0
   assert all(os.path.exists(out / name) for name in (
       hf_checkpoints.MARIAN_TOKENIZER if family == "marian" else ("spiece.model",)))
   config, exported, _ = hf_checkpoints.import_policy(str(out))
-  assert config == hf_checkpoints.import_policy(marian)[0]
+  assert config == hf_checkpoints.import_policy(checkpoint)[0]
   final = reward_model_training.load_policy_for_sampling(
-      str(workdir / "checkpoints_best"), vocabulary_spec=f"hf={marian}").params
+      str(workdir / "checkpoints_best"), vocabulary_spec=f"hf={checkpoint}").params
   for key, value in exported.items():
     jax.tree_util.tree_map(np.testing.assert_array_equal, value, jax.device_get(final[key]))

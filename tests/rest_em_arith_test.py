@@ -26,9 +26,9 @@ def right_or_even(source, hypothesis, reference):
   return bool(right or len(hypothesis) % 2 == 0)
 
 
-def run_experiment(workdir, *bindings):
+def run_experiment(workdir, *bindings, gin_file="test/tiny_arith.gin"):
   gin.clear_config()
-  main.parse_gin(["test/tiny_arith.gin"], list(bindings), [main.EXPERIMENTS_DIR])
+  main.parse_gin([gin_file], list(bindings), [main.EXPERIMENTS_DIR])
   try:
     return gin.get_configurable("rest_loop.run")(workdir=str(workdir))
   finally:
