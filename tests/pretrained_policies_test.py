@@ -1,5 +1,6 @@
 """Starting a ReST run from a saved policy: export, resolve, compatibility checks, the BC row."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -137,13 +138,24 @@ def test_unknown_init_policy_mode_is_refused(tmp_path):
 
 
 def test_shipped_policy_saved_before_the_variant_fields_still_loads():
-  """de_en_small's metadata predates ModelConfig's architecture-variant fields: they take their
-  defaults, so it matches the paper-style model and refuses an RMSNorm one by name."""
+  """A policy whose metadata predates ModelConfig's architecture-variant fields (as de_en_small
+  was first shipped): they take their defaults, so it matches the paper-style model and refuses
+  an RMSNorm one by name."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from rest_jax import configs  # pylint: disable=g-import-not-at-top
   from rest_jax.models import model_config  # pylint: disable=g-import-not-at-top
   directory = pretrained_policies.resolve("pretrained=de_en_small")
   _, meta = pretrained_policies.read_meta(directory)
-  assert "norm" not in meta["fingerprint"]["model"]
-  config = model_config("small", 8000, value_head=True, dropout_rate=0.1)
+  meta = copy.deepcopy(meta)
+  first_fields = ("vocab_size", "d_model", "num_heads", "d_ff", "num_encoder_layers",
+                  "num_decoder_layers", "head_dim", "max_len", "decoder_only", "value_head",
+                  "value_stop_gradient", "activation", "dropout_rate", "dtype", "param_dtype",
+                  "layer_norm_epsilon")
+  saved = meta["fingerprint"]["model"]
+  meta["fingerprint"]["model"] = {k: saved[k] for k in first_fields if k in saved}
+  assert set(configs.model_config_dict(meta["fingerprint"]["model"])) == {
+      f.name for f in dataclasses.fields(configs.ModelConfig)}
+  config = model_config("small", 8000, value_head=True, dropout_rate=saved["dropout_rate"])
   pretrained_policies.check_compatible(directory, meta, config, lambda task: True)
   with pytest.raises(ValueError, match=r"norm='layernorm' \(run: 'rmsnorm'\)"):
     pretrained_policies.check_compatible(directory, meta, config.replace(norm="rmsnorm"),
