@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any, NamedTuple, Sequence
 
@@ -97,7 +98,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="default: the run's target length from the checkpoint's fingerprint")
   p.add_argument("--vocabulary", default=None,
                  help="vocabulary spec (ding, byte, a .model path); default: the run's task's")
+  p.add_argument("--source_prefix", default=None,
+                 help="text put before every source (the run's DataConfig.source_prefix, e.g. "
+                      "'translate German to English: '); required when the run had one")
   return p.parse_args(argv)
+
+
+def check_source_prefix(fingerprint: dict[str, Any], prefix: str | None) -> str:
+  """The prefix to put before sources: --source_prefix, checked against the one the run used
+  (its task name ends in '.prefix_<sha256[:8]>' of it)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  match = re.search(r"\.prefix_([0-9a-f]{8})$", fingerprint.get("task") or "")
+  if match is None:
+    return prefix or ""
+  if prefix is None:
+    raise ValueError(f"--source_prefix is required: the policy was trained with a prefix "
+                     f"before every source (task {fingerprint['task']!r}); pass the run's "
+                     "DataConfig.source_prefix.")
+  if hashlib.sha256(prefix.encode("utf-8")).hexdigest()[:8] != match.group(1):
+    raise ValueError(f"--source_prefix={prefix!r} is not the prefix the policy was trained "
+                     f"with (task {fingerprint['task']!r}).")
+  return prefix
 
 
 def _check_choice(flag: str, value: str, allowed: Sequence[str]) -> None:
@@ -259,15 +280,17 @@ def decode_lengths(fingerprint: dict[str, Any], max_decode_len: int | None
 
 
 # --------------------------------------------------------------------------------- decoding
-def encode_pairs(pairs: Sequence[tuple[str, str]], vocabulary, max_source_tokens: int
-                 ) -> tuple[list[Pair], int]:
-  """Pairs with `source EOS` token ids, cut to `max_source_tokens` (EOS kept); the cut count."""
+def encode_pairs(pairs: Sequence[tuple[str, str]], vocabulary, max_source_tokens: int,
+                 source_prefix: str = "") -> tuple[list[Pair], int]:
+  """Pairs with `[prefix] source EOS` token ids, cut to `max_source_tokens` (EOS kept); the cut
+  count."""
   from rest_jax.models.transformer import EOS_ID  # pylint: disable=g-import-not-at-top
   from rest_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   source_vocabulary = vocab_lib.source_vocabulary(vocabulary)
+  prefix = list(source_vocabulary.encode(source_prefix)) if source_prefix else []
   out, truncated = [], 0
   for source, reference in pairs:
-    ids = list(source_vocabulary.encode(source))
+    ids = prefix + list(source_vocabulary.encode(source))
     if len(ids) + 1 > max_source_tokens:
       ids, truncated = ids[:max_source_tokens - 1], truncated + 1
     out.append(Pair(source, reference, np.asarray(ids + [EOS_ID], np.int32)))
@@ -370,6 +393,7 @@ def check_inputs(args: argparse.Namespace) -> CheckedInputs:
   files = read_tsv_files(args.tsv, args.max_examples)
   policy = find_policy(args.policy, args.which, args.checkpoint_step)
   fingerprint = check_fingerprint(policy, args.vocabulary)
+  args.source_prefix = check_source_prefix(fingerprint, args.source_prefix)
   decode_len, source_cap = decode_lengths(fingerprint, args.max_decode_len)
   try:  # Last: a learned reward loads its model (and TensorFlow, for its vocabulary).
     reward = reward_registry.reward_from_spec(args.reward)
@@ -382,7 +406,7 @@ def _settings(args: argparse.Namespace, evaluator) -> dict[str, Any]:
   settings = {"reward": args.reward, "decode": args.decode,
               "max_decode_len": evaluator.config.max_decode_len,
               "source_len": evaluator.source_len, "batch_size": evaluator.config.batch_size,
-              "max_examples": args.max_examples}
+              "max_examples": args.max_examples, "source_prefix": args.source_prefix}
   if args.decode == "beam":
     settings.update(beam_size=args.beam_size, length_penalty=args.length_penalty)
   return settings
@@ -395,7 +419,8 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   loaded = load_policy(inputs.policy, args.vocabulary)
   print(f"policy: {inputs.policy.path} ({inputs.policy.which}; vocabulary "
         f"{loaded.vocabulary_name}, decode {args.decode}, reward {args.reward})", flush=True)
-  encoded = [encode_pairs(pairs, loaded.vocabulary, inputs.source_cap) for pairs in inputs.files]
+  encoded = [encode_pairs(pairs, loaded.vocabulary, inputs.source_cap, args.source_prefix)
+             for pairs in inputs.files]
   longest = max(len(p.inputs) for pairs, _ in encoded for p in pairs)
   evaluator = make_evaluator(loaded, inputs.reward, args, inputs.decode_len,
                              min(-(-longest // 8) * 8, inputs.source_cap))

@@ -78,6 +78,10 @@ class DataConfig:
   # Tokenize the task with this vocabulary spec instead of its own (rest_jax.data.vocab, e.g.
   # 'hf=DIR'); a run with init_policy='hf=DIR' uses that checkpoint's tokenizer when this is None.
   vocabulary: str | None = None
+  # Text put before every source when it is tokenized, for checkpoints trained with task
+  # prefixes (T5 / flan-t5: 'translate German to English: '). Sources as rewards, reports and
+  # sample files see them stay unprefixed.
+  source_prefix: str = ""
 
   def __post_init__(self):
     for field in ("max_source_len", "max_target_len", "early_stopping_examples",
@@ -99,6 +103,9 @@ class DataConfig:
                                         or not self.vocabulary):
       raise ValueError(f"DataConfig.vocabulary={self.vocabulary!r} is invalid: expected None "
                        "(the task's own) or a vocabulary spec such as 'hf=/path/to/checkpoint'.")
+    if not isinstance(self.source_prefix, str):
+      raise ValueError(f"DataConfig.source_prefix={self.source_prefix!r} is invalid: expected a "
+                       "string, e.g. 'translate German to English: ' ('' for none).")
 
 
 def _check_test_splits(splits: Any) -> tuple[str, ...]:
@@ -233,11 +240,14 @@ class _Loop:
     self.reward = reward
     fileio.makedirs(self.workdir)
 
+    from rest_jax.data import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
     if data_cfg.vocabulary is not None:  # The task, tokenized with another vocabulary.
-      from rest_jax.data import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
       data_cfg = dataclasses.replace(
           data_cfg, task=tasks_lib.with_vocabulary(data_cfg.task, data_cfg.vocabulary))
-      self.data_cfg = data_cfg
+    if data_cfg.source_prefix:  # ... and with the prefix's tokens before every source.
+      data_cfg = dataclasses.replace(
+          data_cfg, task=tasks_lib.with_source_prefix(data_cfg.task, data_cfg.source_prefix))
+    self.data_cfg = data_cfg
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     splits = pipeline.get_task(data_cfg.task).splits
     if data_cfg.grow_split not in splits:

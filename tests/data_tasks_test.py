@@ -79,6 +79,27 @@ def test_ding_task_yields_real_pairs_ending_in_eos():
     assert vocabulary.decode(example["inputs"].tolist()) == german
 
 
+def test_source_prefix_puts_its_tokens_before_every_source():
+  """DataConfig.source_prefix (T5's task prefixes): the prefix's tokens, then the source's; the
+  source text (what rewards and reports read) unchanged; one registration per prefix."""
+  prefix = "Translate German to English: "
+  name = tasks.with_source_prefix("ding_de_en", prefix)
+  assert name.startswith("ding_de_en.prefix_") and name == tasks.with_source_prefix(
+      "ding_de_en", prefix)
+  assert tasks.with_source_prefix("ding_de_en", "") == "ding_de_en"
+  vocabulary = vocab_lib.get_vocabulary("ding")
+  plain = pipeline.load_examples("ding_de_en", "validation", max_examples=3)
+  for example, original in zip(pipeline.load_examples(name, "validation", max_examples=3),
+                               plain):
+    assert (example.source, example.reference) == (original.source, original.reference)
+    np.testing.assert_array_equal(example.inputs,
+                                  vocabulary.encode(prefix) + list(original.inputs))
+    # Tokenized apart, as SentencePiece tokenizes the joined text.
+    assert list(example.inputs[:-1]) == vocabulary.encode(prefix + original.source)
+  with pytest.raises(ValueError, match="unknown task 'nope'"):
+    tasks.with_source_prefix("nope", prefix)
+
+
 def test_load_examples_whole_split_matches_files():
   pairs = shipped("test")
   examples = pipeline.load_examples("ding_de_en", "test")

@@ -186,3 +186,15 @@ def test_long_sources_are_cut_to_the_model_limit_keeping_eos():
                                             seqio.ByteVocabulary(), 4)
   assert cut == 1 and [p.inputs[-1] for p in pairs] == [1, 1]
   assert [len(p.inputs) for p in pairs] == [4, 3]
+
+
+def test_source_prefix_must_be_the_runs():
+  import hashlib
+  prefix = "translate German to English: "
+  task = f"ding_de_en.vocab_t5.prefix_{hashlib.sha256(prefix.encode()).hexdigest()[:8]}"
+  assert evaluate_policy.check_source_prefix({"task": task}, prefix) == prefix
+  with pytest.raises(ValueError, match="--source_prefix is required"):
+    evaluate_policy.check_source_prefix({"task": task}, None)
+  with pytest.raises(ValueError, match="is not the prefix the policy was trained with"):
+    evaluate_policy.check_source_prefix({"task": task}, "translate: ")
+  assert evaluate_policy.check_source_prefix({"task": "ding_de_en"}, None) == ""

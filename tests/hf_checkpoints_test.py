@@ -229,6 +229,11 @@ def test_seq2seq_tokenizer_matches_transformers(family):
     assert any(list(source.encode(t)) != list(target.encode(t)) for t in texts["target"])
   else:
     assert target.kind == "spiece.model" and source is target
+    # DataConfig.source_prefix tokenizes T5's task prefix apart: the same ids as joined text.
+    prefix = "translate German to English: "
+    for text in texts["source"]:
+      assert list(source.encode(prefix + text)) == (list(source.encode(prefix))
+                                                    + list(source.encode(text)))
   for side, vocabulary in (("source", source), ("target", target)):
     for text, ids in zip(texts[side], texts[f"{side}_ids"]):
       assert ids[-1] == eos

@@ -174,6 +174,10 @@ def test_bad_hf_init_policy_is_a_clear_error_before_any_data(checkpoint, tmp_pat
     run_experiment(tmp_path / "a", f"rest_loop.run.init_policy = 'hf={empty}'")
   with pytest.raises(ValueError, match=r"run.init_policy='hf=/nonexistent': no such directory"):
     run_experiment(tmp_path / "b", "rest_loop.run.init_policy = 'hf=/nonexistent'")
+  from rest_jax import rest_loop  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"DataConfig.source_prefix=3 is invalid: expected a "
+                                       r"string"):
+    rest_loop.DataConfig(source_prefix=3)
   with pytest.raises(ValueError, match=r"DataConfig.vocabulary='byte' with run.init_policy="):
     run_experiment(tmp_path / "c", f"rest_loop.run.init_policy = 'hf={checkpoint}'",
                    "DataConfig.vocabulary = 'byte'")
@@ -193,23 +197,27 @@ def test_translation_rest_starts_from_a_seq2seq_checkpoint_and_exports_back(tmp_
   """ReST on German->English from an opus-mt-style or T5-style checkpoint
   (tests/data/hf_tiny/<family>, whose parity with transformers is hf_checkpoints_test's):
   Marian's sources are cut with its source.spm, targets with its target.spm, T5's both with
-  spiece.model; the trained policy exports back to the family's checkpoint."""
-  from rest_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  spiece.model, after T5's task prefix (DataConfig.source_prefix); the trained policy exports
+  back to the family's checkpoint."""
+  from rest_jax.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
   checkpoint = os.path.join(os.path.dirname(__file__), "data", "hf_tiny", family)
+  prefix = "translate German to English: " if family == "t5" else ""
   workdir = tmp_path / "run"
   rows = run_experiment(workdir, f"rest_loop.run.init_policy = 'hf={checkpoint}'",
                         "rest_loop.run.init_policy_mode = 'finetune'",
                         "ImproveConfig.filter_schedule = ('threshold:tau=0.0',)",
+                        f"DataConfig.source_prefix = '{prefix}'",
+                        "DataConfig.max_source_len = 64",  # The prefix's tokens too.
                         gin_file="test/tiny_e2e.gin")  # Ding German->English.
   assert {r["run"] for r in rows} == {"G0I0", "G1I0"}
-  task = pipeline.get_task(f"ding_de_en.vocab_{family}")
+  task = pipeline.get_task(tasks.with_source_prefix(f"ding_de_en.vocab_{family}", prefix))
   inputs_vocab = task.output_features["inputs"].vocabulary
   targets_vocab = task.output_features["targets"].vocabulary
   assert (inputs_vocab.side, targets_vocab.side) == (
       ("source", "target") if family == "marian" else ("target", "target"))
   example = next(iter(task.get_dataset(split="validation", shuffle=False)))
   german = example["inputs_pretokenized"].numpy().decode()
-  assert list(example["inputs"].numpy()) == list(inputs_vocab.encode(german)) + [1]
+  assert list(example["inputs"].numpy()) == list(inputs_vocab.encode(prefix + german)) + [1]
   samples = [json.loads(l) for l in open(report.samples_path(workdir, "G1I0", "validation"))]
   assert samples and all(isinstance(s["hypothesis"], str) for s in samples)
 

@@ -30,6 +30,7 @@ shows how to prepare the IWSLT14 and WMT20 files and how to add tasks.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import random
 import re
@@ -131,6 +132,40 @@ def with_vocabulary(task_name: str, spec: str) -> str:
   _add_task(name, f"{_REST_TASKS.get(task_name, task_name)}, tokenized with {spec}", True,
             source=task.source, preprocessors=task.preprocessors,
             output_features=_output_features(vocabulary))
+  return name
+
+
+def with_source_prefix(task_name: str, prefix: str) -> str:
+  """The name of a copy of a registered task whose `inputs` start with the tokens of `prefix`
+  (e.g. T5's 'translate German to English: '), registered as '<task>.prefix_<sha256[:8]>'.
+
+  The prefix is tokenized on its own and put before each tokenized source, so
+  `inputs_pretokenized` (the source text that rewards, reports and sample files read) stays as
+  it was; with SentencePiece this equals tokenizing the joined text when the prefix ends in a
+  space or punctuation."""
+  if not prefix:
+    return task_name
+  if task_name not in seqio.TaskRegistry.names():
+    raise ValueError(f"unknown task {task_name!r}; registered rest_jax tasks: "
+                     f"{', '.join(registered_task_names())}")
+  name = f"{task_name}.prefix_{hashlib.sha256(prefix.encode('utf-8')).hexdigest()[:8]}"
+  if name in seqio.TaskRegistry.names():
+    return name
+  task = seqio.get_mixture_or_task(task_name)
+  preprocessors = list(task.preprocessors)
+  if seqio.preprocessors.tokenize not in preprocessors:
+    raise ValueError(f"DataConfig.source_prefix: task {task_name!r} does not tokenize with "
+                     "seqio.preprocessors.tokenize, so no prefix can be put before its sources.")
+  ids = tf.constant(list(task.output_features["inputs"].vocabulary.encode(prefix)), tf.int32)
+
+  def prepend(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda x: dict(x, inputs=tf.concat([ids, x["inputs"]], axis=0)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+  preprocessors.insert(preprocessors.index(seqio.preprocessors.tokenize) + 1, prepend)
+  _add_task(name, f"{_REST_TASKS.get(task_name, task_name)}, sources after {prefix!r}", True,
+            source=task.source, preprocessors=preprocessors,
+            output_features=task.output_features)
   return name
 
 
