@@ -287,7 +287,9 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], vocabulary, max_source_tokens
   from rest_jax.models.transformer import EOS_ID  # pylint: disable=g-import-not-at-top
   from rest_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   source_vocabulary = vocab_lib.source_vocabulary(vocabulary)
-  prefix = list(source_vocabulary.encode(source_prefix)) if source_prefix else []
+  # A pretrained decoder's BOS first (as the run's task put it), then the prefix.
+  prefix = list(getattr(vocabulary, "bos_ids", []))
+  prefix += list(source_vocabulary.encode(source_prefix)) if source_prefix else []
   out, truncated = [], 0
   for source, reference in pairs:
     ids = prefix + list(source_vocabulary.encode(source))

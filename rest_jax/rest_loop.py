@@ -241,12 +241,16 @@ class _Loop:
     fileio.makedirs(self.workdir)
 
     from rest_jax.data import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+    from rest_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
     if data_cfg.vocabulary is not None:  # The task, tokenized with another vocabulary.
       data_cfg = dataclasses.replace(
           data_cfg, task=tasks_lib.with_vocabulary(data_cfg.task, data_cfg.vocabulary))
     if data_cfg.source_prefix:  # ... and with the prefix's tokens before every source.
       data_cfg = dataclasses.replace(
           data_cfg, task=tasks_lib.with_source_prefix(data_cfg.task, data_cfg.source_prefix))
+    if data_cfg.vocabulary is not None:  # A pretrained decoder's BOS first, as its tokenizer.
+      bos_ids = getattr(vocab_lib.get_vocabulary(data_cfg.vocabulary), "bos_ids", [])
+      data_cfg = dataclasses.replace(data_cfg, task=tasks_lib.with_bos(data_cfg.task, bos_ids))
     self.data_cfg = data_cfg
     self.vocab = pipeline.get_task_vocabulary(data_cfg.task)
     splits = pipeline.get_task(data_cfg.task).splits

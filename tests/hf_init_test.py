@@ -99,6 +99,42 @@ def test_vocabulary_maps_the_tokenizer_to_the_models_rows(tmp_path, tokenizer):
   assert list(vocab.encode_tf(tf.constant(text)).numpy()) == list(ids)
   assert vocab.decode_tf(tf.constant(list(ids) + [1, 0], tf.int32)).numpy().decode() == text
   assert vocab == vocab_lib.get_vocabulary(f"hf={directory}")
+  # A byte-level BPE without a post-processor adds no BOS; a bare SentencePiece Llama
+  # tokenizer (LlamaTokenizer's habit) does.
+  assert vocab.bos_ids == ([] if tokenizer == "bpe" else [int(vocab.token_map.encode(1))])
+
+
+def test_prompts_start_with_bos_when_the_tokenizer_puts_one_first(tmp_path):
+  """Llama/Gemma tokenizers put BOS before every text and their models expect it: the task's
+  inputs (and evaluate_policy's sources) start with it. tokenizer.json's post-processor says
+  so, else tokenizer_config.json's add_bos_token, else the family (Llama yes, Qwen2 no)."""
+  from tokenizers import processors  # pylint: disable=g-import-not-at-top
+  from rest_jax import evaluate_policy  # pylint: disable=g-import-not-at-top
+  from rest_jax.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+  directory = make_checkpoint(str(tmp_path / "bos"))
+  assert hf_vocab.HFTokenizerVocabulary(directory).bos_ids == []  # No post-processor.
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, "tokenizer.json")
+  tok = tokenizers.Tokenizer.from_file(path)
+  tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+  tok.save(path)
+  vocab = hf_vocab.HFTokenizerVocabulary(directory)
+  bos = int(vocab.token_map.encode(1))
+  assert vocab.bos_ids == [bos] and bos not in (0, 1)
+  spec = f"hf={directory}"
+  vocab_lib.get_vocabulary.cache_clear()
+  name = tasks.with_bos(tasks.with_vocabulary("arith", spec), vocab.bos_ids)
+  example = pipeline.load_examples(name, "validation", max_examples=1)[0]
+  assert list(example.inputs) == [bos] + list(vocab.encode(example.source)) + [1]
+  pairs, _ = evaluate_policy.encode_pairs([(example.source, "")], vocab, 512)
+  np.testing.assert_array_equal(pairs[0].inputs, example.inputs)
+  with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+    json.dump({"add_bos_token": False}, f)
+  assert hf_vocab.HFTokenizerVocabulary(directory).bos_ids == []
+  hf = json.load(open(os.path.join(directory, "config.json")))
+  json.dump(dict(hf, model_type="qwen2"), open(os.path.join(directory, "config.json"), "w"))
+  os.remove(os.path.join(directory, "tokenizer_config.json"))
+  assert hf_vocab.HFTokenizerVocabulary(directory).bos_ids == [bos]  # The post-processor's.
 
 
 def test_a_checkpoint_without_pad_or_unk_pads_with_a_spare_row(tmp_path):

@@ -10,9 +10,10 @@ The tokenizer is `tokenizer.json` (a `tokenizers` fast tokenizer: Llama 3, Qwen2
 needs the `tokenizers` package) when present, else Marian's `source.spm` + `target.spm` +
 `vocab.json` (two SentencePiece models whose pieces share one id table: German sources are cut
 with the source model, English targets with the target model), else `tokenizer.model`
-(SentencePiece: Llama 2) or `spiece.model` (T5). Text is encoded without special tokens (no
-BOS): the task's inputs and targets are plain text, and the model sees each sequence as rest_jax
-writes it (prompt, then target, then end of sequence). The vocabulary size is the checkpoint's
+(SentencePiece: Llama 2) or `spiece.model` (T5). Text is encoded without special tokens: the
+task's inputs and targets are plain text, and the model sees each sequence as rest_jax writes
+it (prompt, then target, then end of sequence), with `bos_ids` before the prompt when the
+checkpoint's tokenizer puts a BOS before every text (rest_jax.data.tasks.with_bos). The vocabulary size is the checkpoint's
 `config.json` vocab_size (the number of embedding rows, often padded beyond the tokenizer's).
 
 A task tokenizes its `inputs` with `vocabulary.source_vocabulary` (Marian's source side; the
@@ -22,6 +23,7 @@ vocabulary itself for every one-tokenizer checkpoint) and its `targets` with the
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Sequence
 
@@ -47,7 +49,8 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     self.directory, self.side = directory, side
     hf = hf_checkpoints.read_config(directory)
     self._size = int(hf["vocab_size"])
-    self._encode_ids, self._decode_ids, self.kind, tokens = _load_tokenizer(directory, side)
+    self._encode_ids, self._decode_ids, self.kind, tokens, adds_bos = _load_tokenizer(
+        directory, side)
     try:
       self.token_map = hf_checkpoints.token_map_of(hf, tokenizer_size=tokens)
     except ValueError as e:
@@ -57,6 +60,24 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     self._skip = {int(self.token_map.to_hf[0]), int(self.token_map.to_hf[1])}
     unk = hf.get("unk_token_id")
     self._unk = None if unk is None else int(self.token_map.encode(int(unk)))
+    self.bos_ids = self._bos_ids(hf, adds_bos)
+
+  def _bos_ids(self, hf, adds_bos) -> list[int]:
+    """The ids a prompt starts with: the checkpoint's BOS when its tokenizer puts one first
+    (tokenizer_config.json's add_bos_token; else what tokenizer.json's post-processor does;
+    else the family's habit: Llama and Gemma do, Qwen2 does not), never for encoder-decoders."""
+    bos = hf.get("bos_token_id")
+    if bos is None or hf.get("model_type") in ("marian", "t5"):
+      return []
+    path = os.path.join(self.directory, "tokenizer_config.json")
+    settings = json.loads(fileio.read_bytes(path)) if fileio.exists(path) else {}
+    if "add_bos_token" in settings:
+      add = bool(settings["add_bos_token"])
+    elif adds_bos is not None:  # tokenizer.json: its post-processor says.
+      add = adds_bos is not False and adds_bos == int(bos)
+    else:
+      add = hf.get("model_type") in ("llama", "gemma")
+    return [int(self.token_map.encode(int(bos)))] if add else []
 
   @functools.cached_property
   def source_vocabulary(self) -> "HFTokenizerVocabulary":
@@ -113,7 +134,6 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
 def _marian_tokenizer(directory: str, side: str):
   """Marian's tokenizer: the side's SentencePiece model cuts text into pieces, vocab.json gives
   each piece its id (unknown pieces: <unk>); decoding joins the pieces of the non-special ids."""
-  import json  # pylint: disable=g-import-not-at-top
   import sentencepiece  # pylint: disable=g-import-not-at-top
   sp = sentencepiece.SentencePieceProcessor(
       model_proto=fileio.read_bytes(os.path.join(directory, f"{side}.spm")))
@@ -134,8 +154,10 @@ def _marian_tokenizer(directory: str, side: str):
 
 
 def _load_tokenizer(directory: str, side: str = "target"):
-  """(encode: str -> checkpoint ids, decode: ids -> str, kind, number of tokens) of the
-  directory's tokenizer (`side`: Marian's source or target model; one tokenizer otherwise)."""
+  """(encode: str -> checkpoint ids, decode: ids -> str, kind, number of tokens, the id its
+  post-processor puts before a text, False for none, None when it has no post-processor) of the
+  directory's tokenizer (`side`: Marian's
+  source or target model; one tokenizer otherwise)."""
   json_path = os.path.join(directory, TOKENIZER_JSON)
   if fileio.exists(json_path):
     try:
@@ -144,11 +166,14 @@ def _load_tokenizer(directory: str, side: str = "target"):
       raise ImportError(f"{json_path}: reading a tokenizer.json needs the `tokenizers` package "
                         "(pip install tokenizers).") from e
     tok = tokenizers.Tokenizer.from_str(fileio.read_bytes(json_path).decode("utf-8"))
+    plain, special = (tok.encode("a", add_special_tokens=flag).ids for flag in (False, True))
+    # The id its post-processor puts before a text (Llama 3, Gemma: BOS), or False for none.
+    first_added = special[0] if special and plain and special[0] != plain[0] else False
     return (lambda s: tok.encode(s, add_special_tokens=False).ids,
             lambda ids: tok.decode(ids, skip_special_tokens=True), TOKENIZER_JSON,
-            tok.get_vocab_size(with_added_tokens=True))
+            tok.get_vocab_size(with_added_tokens=True), first_added)
   if all(fileio.exists(os.path.join(directory, name)) for name in MARIAN_FILES):
-    return _marian_tokenizer(directory, side)
+    return (*_marian_tokenizer(directory, side), None)
   for name in SENTENCEPIECE_MODELS:
     spm_path = os.path.join(directory, name)
     if fileio.exists(spm_path):
@@ -156,7 +181,7 @@ def _load_tokenizer(directory: str, side: str = "target"):
       sp = sentencepiece.SentencePieceProcessor(model_proto=fileio.read_bytes(spm_path))
       return (lambda s: sp.encode(s, out_type=int),
               lambda ids: sp.decode([i for i in ids if i != sp.unk_id()]), name,
-              sp.get_piece_size())
+              sp.get_piece_size(), None)
   raise FileNotFoundError(f"{directory}: no {TOKENIZER_JSON}, {' + '.join(MARIAN_FILES)} or "
                           f"{' / '.join(SENTENCEPIECE_MODELS)}; a run started from a Hugging "
                           "Face checkpoint tokenizes with its tokenizer.")

@@ -145,25 +145,45 @@ def with_source_prefix(task_name: str, prefix: str) -> str:
   space or punctuation."""
   if not prefix:
     return task_name
+  _check_task(task_name)
+  vocabulary = seqio.get_mixture_or_task(task_name).output_features["inputs"].vocabulary
+  return _with_prepended_ids(
+      task_name, f"prefix_{hashlib.sha256(prefix.encode('utf-8')).hexdigest()[:8]}",
+      list(vocabulary.encode(prefix)), f"sources after {prefix!r}")
+
+
+def with_bos(task_name: str, bos_ids: Sequence[int]) -> str:
+  """The name of a copy of a registered task whose `inputs` start with `bos_ids` (a pretrained
+  decoder's beginning-of-sequence token, as its tokenizer adds it), '<task>.bos'."""
+  if not bos_ids:
+    return task_name
+  _check_task(task_name)
+  return _with_prepended_ids(task_name, "bos", list(bos_ids), f"sources after ids {bos_ids}")
+
+
+def _check_task(task_name: str) -> None:
   if task_name not in seqio.TaskRegistry.names():
     raise ValueError(f"unknown task {task_name!r}; registered rest_jax tasks: "
                      f"{', '.join(registered_task_names())}")
-  name = f"{task_name}.prefix_{hashlib.sha256(prefix.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _with_prepended_ids(task_name: str, suffix: str, ids: Sequence[int], what: str) -> str:
+  name = f"{task_name}.{suffix}"
   if name in seqio.TaskRegistry.names():
     return name
   task = seqio.get_mixture_or_task(task_name)
   preprocessors = list(task.preprocessors)
   if seqio.preprocessors.tokenize not in preprocessors:
-    raise ValueError(f"DataConfig.source_prefix: task {task_name!r} does not tokenize with "
-                     "seqio.preprocessors.tokenize, so no prefix can be put before its sources.")
-  ids = tf.constant(list(task.output_features["inputs"].vocabulary.encode(prefix)), tf.int32)
+    raise ValueError(f"task {task_name!r} does not tokenize with seqio.preprocessors.tokenize, "
+                     f"so nothing can be put before its sources ({what}).")
+  ids = tf.constant(list(ids), tf.int32)
 
   def prepend(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda x: dict(x, inputs=tf.concat([ids, x["inputs"]], axis=0)),
                        num_parallel_calls=tf.data.AUTOTUNE)
 
   preprocessors.insert(preprocessors.index(seqio.preprocessors.tokenize) + 1, prepend)
-  _add_task(name, f"{_REST_TASKS.get(task_name, task_name)}, sources after {prefix!r}", True,
+  _add_task(name, f"{_REST_TASKS.get(task_name, task_name)}, {what}", True,
             source=task.source, preprocessors=preprocessors,
             output_features=task.output_features)
   return name
