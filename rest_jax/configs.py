@@ -85,6 +85,17 @@ class ModelConfig:
   relative_buckets: int = 32  # positions='relative_t5': buckets (half of them exact offsets)
   relative_max_distance: int = 128  # ... and the distance from which all share the last bucket.
   attention_scale: str = "rsqrt_head_dim"  # Query scaling; 'none' for T5 (folded into its init).
+  # Gemma 2: queries scaled by query_pre_attn_scalar^-0.5 instead of head_dim^-0.5 (None: head
+  # dim); attention and output logits soft-capped, cap * tanh(logits / cap) (None: not capped);
+  # a second norm after each sublayer, before the residual add (sandwich_norm); and a sliding
+  # window on the layers in sliding_window_layers (a key is seen when its position is within
+  # sliding_window - 1 before the query's).
+  query_pre_attn_scalar: float | None = None
+  attention_softcap: float | None = None
+  logits_softcap: float | None = None
+  sandwich_norm: bool = False
+  sliding_window: int | None = None
+  sliding_window_layers: tuple[int, ...] = ()
   rope_theta: float = 10_000.0
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
   num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
@@ -129,13 +140,26 @@ class ModelConfig:
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
                f"allowed: {allowed}")
     for field in ("tie_embeddings", "attention_bias", "attention_out_bias", "mlp_bias",
-                  "logits_bias", "norm_bias"):
+                  "logits_bias", "norm_bias", "sandwich_norm"):
       _require(isinstance(getattr(self, field), bool), name, field, getattr(self, field),
                "expected True or False")
     _require(not self.norm_bias or self.norm == "layernorm", name, "norm_bias", self.norm_bias,
              f"a norm bias needs norm='layernorm' (got norm={self.norm!r})")
     for field in ("relative_buckets", "relative_max_distance"):
       _positive_int(name, field, getattr(self, field))
+    for field in ("query_pre_attn_scalar", "attention_softcap", "logits_softcap"):
+      value = getattr(self, field)
+      _require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and value > 0), name, field, value,
+               "expected None or a positive number")
+    layers = self.sliding_window_layers
+    _require(isinstance(layers, (tuple, list)) and all(
+        isinstance(i, int) and 0 <= i < self.num_decoder_layers for i in layers), name,
+             "sliding_window_layers", layers,
+             f"expected a tuple of decoder layer indices in [0, {self.num_decoder_layers})")
+    object.__setattr__(self, "sliding_window_layers", tuple(layers))
+    if layers or self.sliding_window is not None:
+      _positive_int(name, "sliding_window", self.sliding_window)
     if self.positions == "relative_t5":
       _require(self.relative_buckets >= 4 and self.relative_buckets % 2 == 0, name,
                "relative_buckets", self.relative_buckets, "expected an even number >= 4")
@@ -277,4 +301,5 @@ def model_config_dict(saved: dict) -> dict:
   fields added since it was saved take their defaults, so configs compare field by field."""
   defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)
               if f.default is not dataclasses.MISSING}
-  return {**defaults, **dict(saved)}
+  # JSON gives lists where the dataclass holds tuples (sliding_window_layers).
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in {**defaults, **dict(saved)}.items()}

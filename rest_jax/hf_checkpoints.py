@@ -1,18 +1,21 @@
-"""Hugging Face checkpoints (Llama, Qwen2, Gemma decoders; Marian and T5 encoder-decoders) in and
-out of the policy.
+"""Hugging Face checkpoints (Llama, Qwen2, Gemma, Gemma 2 decoders; Marian and T5
+encoder-decoders) in and out of the policy.
 
 `import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
 named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM`,
-`GemmaForCausalLM`, `MarianMTModel` or `T5ForConditionalGeneration` and returns the `ModelConfig` and the parameter tree of the
-same network as rest_jax's `Transformer`: for the decoders decoder_only, RMSNorm, rotary
-positions, SwiGLU, grouped-query attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as
-offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, head_dim independent of
-d_model. For Marian (opus-mt) an encoder-decoder with post-LayerNorm layers, biases on every
-norm and projection, Marian's sinusoidal positions, one embedding for encoder, decoder and
-output, and a logits bias. For T5 (v1.0, v1.1, flan-t5) pre-RMSNorm layers without biases or
-query scaling, a relative-position bias table per stack, relu or gated-GELU MLPs, and the
-output tied and scaled (v1.0) or unscaled with its own lm_head (v1.1). One table per family (`_tensor_table`) pairs each parameter with its
-checkpoint tensor and the layout conversions both ways; import and export both read it.
+`GemmaForCausalLM`, `Gemma2ForCausalLM`, `MarianMTModel` or `T5ForConditionalGeneration` and
+returns the `ModelConfig` and the parameter tree of the same network as rest_jax's
+`Transformer`: for the decoders decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query
+attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as offsets from 1, embeddings times
+sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model; Gemma 2's norms after
+each sublayer, soft-capped attention and output logits, query_pre_attn_scalar and sliding
+windows on alternate layers. For Marian (opus-mt) an encoder-decoder with post-LayerNorm
+layers, biases on every norm and projection, Marian's sinusoidal positions, one embedding for
+encoder, decoder and output, and a logits bias. For T5 (v1.0, v1.1, flan-t5) pre-RMSNorm layers
+without biases or query scaling, a relative-position bias table per stack, relu or gated-GELU
+MLPs, and the output tied and scaled (v1.0) or unscaled with its own lm_head (v1.1). One table
+per family (`_tensor_table`) pairs each parameter with its checkpoint tensor and the layout
+conversions both ways; import and export both read it.
 `export_policy(params, config, directory, ...)` writes the same format back, so a policy trained
 here can be served with standard tools; import -> export -> import is exact.
 
@@ -43,17 +46,26 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax.configs import ModelConfig
 
-FAMILIES = ("llama", "qwen2", "gemma", "marian", "t5")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "marian", "t5")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "gemma": "GemmaForCausalLM", "marian": "MarianMTModel",
+                 "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+                 "marian": "MarianMTModel",
                  "t5": "T5ForConditionalGeneration"}
 # What each family's config.json implies beyond its sizes (Gemma: RMSNorm scales stored as
-# offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, tied output).
+# offsets from 1, embeddings times sqrt(d_model), tanh-approximated GeGLU, tied output; Gemma 2
+# also a norm after each sublayer; its soft caps, query scalar and sliding window are read from
+# config.json). The decoders without Gemma 2's extras must not have them set.
+_PLAIN = dict(sandwich_norm=False, attention_softcap=None, logits_softcap=None,
+              query_pre_attn_scalar=None, sliding_window_layers=())
 _FAMILY_FIELDS = {
-    "llama": dict(norm="rmsnorm", activation="silu", embedding_scale="none"),
-    "qwen2": dict(norm="rmsnorm", activation="silu", embedding_scale="none"),
-    "gemma": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model")}
-_ACTIVATIONS = {"llama": ("silu",), "qwen2": ("silu",), "gemma": ("gelu_pytorch_tanh",)}
+    "llama": dict(norm="rmsnorm", activation="silu", embedding_scale="none", **_PLAIN),
+    "qwen2": dict(norm="rmsnorm", activation="silu", embedding_scale="none", **_PLAIN),
+    "gemma": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model",
+                  **_PLAIN),
+    "gemma2": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model",
+                   sandwich_norm=True)}
+_ACTIVATIONS = {"llama": ("silu",), "qwen2": ("silu",), "gemma": ("gelu_pytorch_tanh",),
+                "gemma2": ("gelu_pytorch_tanh",)}
 # Marian (opus-mt): a post-LayerNorm encoder-decoder with biases everywhere, fixed sinusoidal
 # positions, one embedding shared by encoder, decoder and output, and a logits bias.
 _MARIAN_FIELDS = dict(decoder_only=False, norm="layernorm", norm_bias=True,
@@ -289,9 +301,19 @@ def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
       layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6), **_FAMILY_FIELDS[family],
       positions="rope", rope_theta=float(rope), mlp="gated",
       num_kv_heads=hf.get("num_key_value_heads") or heads,
-      tie_embeddings=bool(hf.get("tie_word_embeddings", family in ("qwen2", "gemma"))),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", family in ("qwen2", "gemma", "gemma2"))),
       logits_scale="none",
       attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
+  if family == "gemma2":  # Sliding windows on the layers layer_types names (default: even).
+    window = hf.get("sliding_window")
+    types = hf.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention"
+                                      for i in range(fields["num_decoder_layers"])]
+    fields.update(
+        query_pre_attn_scalar=hf.get("query_pre_attn_scalar", 256),
+        attention_softcap=hf.get("attn_logit_softcapping"),
+        logits_softcap=hf.get("final_logit_softcapping"), sliding_window=window,
+        sliding_window_layers=tuple(i for i, t in enumerate(types)
+                                    if t == "sliding_attention") if window else ())
   return fields
 
 
@@ -341,10 +363,19 @@ def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
       "hidden_act": _ACTIVATIONS[family][0], "rms_norm_eps": config.layer_norm_epsilon,
       "rope_theta": config.rope_theta, "tie_word_embeddings": config.tie_embeddings,
       "eos_token_id": int(token_map.to_hf[1]), "pad_token_id": int(token_map.to_hf[0])})
-  if family in ("llama", "gemma"):
+  if family in ("llama", "gemma", "gemma2"):
     hf["attention_bias"] = config.attention_bias
   if family == "gemma":
     hf.pop("hidden_activation", None)
+  if family == "gemma2":
+    hf.update({
+        "hidden_activation": _ACTIVATIONS[family][0],
+        "query_pre_attn_scalar": config.query_pre_attn_scalar,
+        "attn_logit_softcapping": config.attention_softcap,
+        "final_logit_softcapping": config.logits_softcap,
+        "sliding_window": config.sliding_window,
+        "layer_types": ["sliding_attention" if i in config.sliding_window_layers
+                        else "full_attention" for i in range(config.num_decoder_layers)]})
   return hf
 
 
@@ -372,7 +403,7 @@ def family_of(config: ModelConfig) -> str:
     return "marian"
   wanted = dict(decoder_only=True, positions="rope", mlp="gated", logits_scale="none")
   wrong = {k: getattr(config, k) for k, v in wanted.items() if getattr(config, k) != v}
-  for family in ("llama", "gemma"):
+  for family in ("llama", "gemma", "gemma2"):
     fields = _FAMILY_FIELDS[family]
     if not wrong and all(getattr(config, k) == v for k, v in fields.items()):
       return family
@@ -383,7 +414,8 @@ def family_of(config: ModelConfig) -> str:
 
 def check_exportable(config: ModelConfig, family: str | None = None) -> None:
   found = family_of(config)
-  if family is not None and any((found == f) != (family == f) for f in ("gemma", "marian", "t5")):
+  if family is not None and any((found == f) != (family == f)
+                                for f in ("gemma", "gemma2", "marian", "t5")):
     raise ValueError(f"export: family={family!r} but the model is {found}-style.")
 
 
@@ -500,7 +532,12 @@ def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
       p = f"model.layers.{i}."
       attention(f"decoder_{i}/self_attention", p + "self_attn")
       norm(f"decoder_{i}/pre_self_attention_norm", p + "input_layernorm")
-      norm(f"decoder_{i}/pre_mlp_norm", p + "post_attention_layernorm")
+      if config.sandwich_norm:  # Gemma 2: post_attention_layernorm follows the attention.
+        norm(f"decoder_{i}/post_self_attention_norm", p + "post_attention_layernorm")
+        norm(f"decoder_{i}/pre_mlp_norm", p + "pre_feedforward_layernorm")
+        norm(f"decoder_{i}/post_mlp_norm", p + "post_feedforward_layernorm")
+      else:  # Llama's post_attention_layernorm is the norm before the MLP.
+        norm(f"decoder_{i}/pre_mlp_norm", p + "post_attention_layernorm")
       add(f"decoder_{i}/mlp/wg", p + "mlp.gate_proj.weight", (f, d), _transpose, _transpose)
       add(f"decoder_{i}/mlp/wi", p + "mlp.up_proj.weight", (f, d), _transpose, _transpose)
       add(f"decoder_{i}/mlp/wo", p + "mlp.down_proj.weight", (d, f), _transpose, _transpose)

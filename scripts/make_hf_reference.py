@@ -1,12 +1,14 @@
 """Writes the tiny Hugging Face reference checkpoints the import/export tests compare against.
 
-For each family rest_jax imports (the decoders Llama, Qwen2, Gemma; the encoder-decoder Marian)
-it builds a tiny random model with `transformers`, saves it (config.json + model.safetensors)
-under tests/data/hf_tiny/<family>/, and stores what `transformers` computes on fixed token ids
-in expected.npz: the logits of every position, and a greedy continuation of a prompt (Marian:
-of a source). Marian also gets a tiny tokenizer (source.spm and target.spm trained on the shipped
-Ding German/English sentences, vocab.json joining their pieces) and the ids and texts
-`MarianTokenizer` gives for a few sentences. The tests then need neither torch nor
+For each family rest_jax imports (the decoders Llama, Qwen2, Gemma, Gemma 2; the encoder-decoders
+Marian and T5) it builds a tiny random model with `transformers`, saves it (config.json +
+model.safetensors) under tests/data/hf_tiny/<family>/, and stores what `transformers` computes
+on fixed token ids in expected.npz: the logits of every position, and a greedy continuation of
+a prompt (encoder-decoders: of a source). Marian and T5 also get a tiny tokenizer trained on the
+shipped Ding German/English sentences (Marian: source.spm, target.spm and vocab.json joining
+their pieces; T5: spiece.model) and the ids and texts their transformers tokenizer gives for a
+few sentences. Each family's files depend only on the family (the first three share one
+generator, in their order; later families have their own). The tests then need neither torch nor
 transformers; rerun this script (with `pip install torch transformers`) to regenerate.
 
   python scripts/make_hf_reference.py [--out=tests/data/hf_tiny]
@@ -31,10 +33,17 @@ def build(family: str):
   common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                 rms_norm_eps=1e-6, eos_token_id=EOS, pad_token_id=PAD, bos_token_id=None)
-  torch.manual_seed({"llama": 0, "qwen2": 1, "gemma": 2}[family])
+  torch.manual_seed({"llama": 0, "qwen2": 1, "gemma": 2, "gemma2": 4}[family])
   if family == "llama":
     config = transformers.LlamaConfig(**common, tie_word_embeddings=False, rope_theta=500.0)
     model = transformers.LlamaForCausalLM(config)
+  elif family == "gemma2":  # Small soft caps, a 4-token window on layers 0 and 2 and a query
+    # scalar that is not head_dim, so that every Gemma 2 option changes the logits here.
+    config = transformers.Gemma2Config(
+        **dict(common, num_hidden_layers=3), head_dim=16, tie_word_embeddings=True,
+        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0, sliding_window=4)
+    model = transformers.Gemma2ForCausalLM(config)
   elif family == "gemma":  # head_dim 16 x 4 heads != hidden 32, as Gemma's 256 x 16 != 3072.
     config = transformers.GemmaConfig(**common, head_dim=16, tie_word_embeddings=True,
                                       hidden_act="gelu_pytorch_tanh")
@@ -46,6 +55,8 @@ def build(family: str):
     for name, param in model.named_parameters():
       if name.endswith("norm.weight") or name.endswith(".bias"):
         param.add_(0.3 * torch.randn_like(param))
+      if family == "gemma2" and ("q_proj" in name or "k_proj" in name):
+        param.mul_(8.0)  # Attention logits beyond the soft cap, so the cap matters.
   return model.float().eval()
 
 
@@ -200,7 +211,7 @@ def main():
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                     "data", "hf_tiny"))
   rng = np.random.default_rng(0)
-  parser.add_argument("--families", default="llama,qwen2,gemma,marian,t5")
+  parser.add_argument("--families", default="llama,qwen2,gemma,gemma2,marian,t5")
   args = parser.parse_args()
   for family in args.families.split(","):
     if family in ("marian", "t5"):
@@ -209,11 +220,12 @@ def main():
       continue
     model = build(family)
     directory = os.path.join(args.out, family)
+    family_rng = rng if family in ("llama", "qwen2", "gemma") else np.random.default_rng(4)
     model.save_pretrained(directory, safe_serialization=True)
     os.remove(os.path.join(directory, "generation_config.json"))  # Not read by rest_jax.
     while True:  # rest_jax never emits the padding id (a trained model would not either): a
       # random model may, so draw prompts until its greedy continuations do not.
-      ids = rng.integers(10, VOCAB, size=(2, 12))
+      ids = family_rng.integers(10, VOCAB, size=(2, 12))
       with torch.no_grad():
         logits = model(torch.tensor(ids)).logits.numpy()
         prompt = torch.tensor(ids[:, :5])

@@ -18,11 +18,12 @@ from rest_jax.configs import SamplingConfig
 from rest_jax.models import Transformer
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "hf_tiny")
-FAMILIES = ("llama", "qwen2", "gemma")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2")
 # (num_kv_heads, attention_bias, tie_embeddings, norm, embedding_scale, head_dim) per family.
 EXPECTED_CONFIG = {"llama": (2, False, False, "rmsnorm", "none", 8),
                    "qwen2": (2, True, True, "rmsnorm", "none", 8),
-                   "gemma": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16)}
+                   "gemma": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16),
+                   "gemma2": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16)}
 
 
 def _imported(family):
@@ -104,7 +105,8 @@ def test_errors_name_the_problem(tmp_path):
   config = json.loads((directory / "config.json").read_text())
   (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
   with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
-                                       r"\['llama', 'qwen2', 'gemma', 'marian', 't5'\]"):
+                                       r"\['llama', 'qwen2', 'gemma', 'gemma2', 'marian', "
+                                       r"'t5'\]"):
     hf.import_policy(str(directory))
   (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
   with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
@@ -124,6 +126,15 @@ def test_errors_name_the_problem(tmp_path):
   gemma, _, gemma_map = hf.import_policy(os.path.join(DATA, "gemma"))
   with pytest.raises(ValueError, match="family='llama' but the model is gemma-style"):
     hf.export_policy({}, gemma, gemma_map, str(tmp_path / "as_llama"), family="llama")
+  gemma2 = hf.import_policy(os.path.join(DATA, "gemma2"))[0]
+  assert (gemma2.sandwich_norm, gemma2.sliding_window, gemma2.sliding_window_layers,
+          gemma2.attention_softcap, gemma2.logits_softcap, gemma2.query_pre_attn_scalar) == (
+              True, 4, (0, 2), 2.0, 3.0, 24)
+  with pytest.raises(ValueError, match="family='gemma' but the model is gemma2-style"):
+    hf.export_policy({}, gemma2, gemma_map, str(tmp_path / "as_gemma"), family="gemma")
+  # A Gemma (v1) config with a Gemma 2 option set is no Gemma: export refuses it.
+  with pytest.raises(ValueError, match="not a Llama/Qwen2- or Gemma-style decoder"):
+    hf.family_of(gemma.replace(logits_softcap=30.0))
   with pytest.raises(ValueError, match="not a Llama/Qwen2- or Gemma-style decoder"):
     hf.export_policy({}, toy_setup.toy_model(decoder_only=True).config, None, str(tmp_path))
 

@@ -23,6 +23,11 @@ VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions
                           embedding_scale="sqrt_d_model", head_dim=12),
             "post_norm": dict(norm_position="post"), "marian": toy_setup.MARIAN_STYLE,
             "t5": toy_setup.T5_STYLE,
+            "gemma2": dict(norm="rmsnorm_offset", positions="rope", mlp="gated",
+                           activation="gelu", num_kv_heads=1, logits_scale="none",
+                           embedding_scale="sqrt_d_model", sandwich_norm=True,
+                           query_pre_attn_scalar=24.0, attention_softcap=2.0,
+                           logits_softcap=3.0, sliding_window=3, sliding_window_layers=(0,)),
             "gelu_exact": dict(activation="gelu_exact", mlp_bias=True)}
 
 
@@ -190,6 +195,10 @@ def test_variant_config_errors():
       (dict(attention_scale="sqrt"), r"ModelConfig.attention_scale='sqrt' .*allowed: "
                                      r"\('rsqrt_head_dim', 'none'\)"),
       (dict(positions="relative_t5", relative_buckets=5), r"ModelConfig.relative_buckets=5 "
-                                                          r".*an even number >= 4")]:
+                                                          r".*an even number >= 4"),
+      (dict(logits_softcap=-1.0), r"ModelConfig.logits_softcap=-1.0 .*None or a positive"),
+      (dict(sliding_window=4, sliding_window_layers=(0, 5)),
+       r"ModelConfig.sliding_window_layers=\(0, 5\) .*decoder layer indices in \[0, 2\)"),
+      (dict(sliding_window_layers=(0,)), r"ModelConfig.sliding_window=None .*positive integer")]:
     with pytest.raises(ValueError, match=message):
       model_config("toy", 16, **overrides)

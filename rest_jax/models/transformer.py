@@ -196,14 +196,17 @@ class Attention(nn.Module):
     if self.rotary:
       q_BxHxTxK = rotary(q_BxHxTxK, positions_BxT, cfg.rope_theta)
     if cfg.attention_scale == "rsqrt_head_dim":
-      q_BxHxTxK = q_BxHxTxK * (cfg.resolved_head_dim ** -0.5)
+      q_BxHxTxK = q_BxHxTxK * ((cfg.query_pre_attn_scalar or cfg.resolved_head_dim) ** -0.5)
     b, h, t, k = q_BxHxTxK.shape
     g = k_BxGxLxK.shape[1]
     # Query heads grouped by the key/value head they read: [B,G,H/G*T,K] (a free reshape).
     q_BxGxRxK = q_BxHxTxK.reshape(b, g, (h // g) * t, k)
     logits_BxGxRxL = jnp.einsum("bgrk,bglk->bgrl", q_BxGxRxK, k_BxGxLxK)
     logits_BxHxTxL = logits_BxGxRxL.reshape(b, h, t, -1)
-    logits_BxHxTxL = logits_BxHxTxL.astype(jnp.float32) + bias_Bx1xTxL
+    logits_BxHxTxL = logits_BxHxTxL.astype(jnp.float32)
+    if cfg.attention_softcap is not None:  # Gemma 2: cap * tanh(logits / cap), then the mask.
+      logits_BxHxTxL = jnp.tanh(logits_BxHxTxL / cfg.attention_softcap) * cfg.attention_softcap
+    logits_BxHxTxL = logits_BxHxTxL + bias_Bx1xTxL
     probs_BxHxTxL = jax.nn.softmax(logits_BxHxTxL, axis=-1).astype(dt)
     ctx_BxGxRxK = jnp.einsum("bgrl,bglk->bgrk", probs_BxHxTxL.reshape(b, g, (h // g) * t, -1),
                              v_BxGxLxK)
@@ -244,11 +247,15 @@ class MLP(nn.Module):
     return biased(jnp.einsum("btf,fd->btd", h_BxTxF, wo.astype(dt)), "wo_bias", "embed")
 
 
-def _residual(x, norm, sublayer, dropout, config: ModelConfig, deterministic: bool):
-  """One residual sublayer: x + f(norm(x)) (norm_position='pre') or norm(x + f(x)) ('post').
-  The norm modules keep their 'pre_*' names in both layouts (one parameter tree)."""
+def _residual(x, norm, sublayer, dropout, config: ModelConfig, deterministic: bool,
+              post_norm=None):
+  """One residual sublayer: x + f(norm(x)) (norm_position='pre'), x + post_norm(f(norm(x)))
+  (sandwich_norm, Gemma 2) or norm(x + f(x)) ('post'). The norm modules keep their 'pre_*'
+  names in every layout (one parameter tree)."""
   if config.norm_position == "post":
     return norm(x + dropout(sublayer(x), deterministic=deterministic))
+  if post_norm is not None:
+    return x + dropout(post_norm(sublayer(norm(x))), deterministic=deterministic)
   return x + dropout(sublayer(norm(x)), deterministic=deterministic)
 
 
@@ -287,6 +294,11 @@ class DecoderLayer(nn.Module):
     self.pre_mlp_norm = LayerNorm(cfg)
     self.mlp = MLP(cfg)
     self.dropout = nn.Dropout(cfg.dropout_rate)
+    if cfg.sandwich_norm:  # Gemma 2: each sublayer's output normalised before the residual.
+      self.post_self_attention_norm = LayerNorm(cfg)
+      self.post_mlp_norm = LayerNorm(cfg)
+      if not cfg.decoder_only:
+        self.post_cross_attention_norm = LayerNorm(cfg)
 
   def cross_kv(self, encoded_BxSxD):
     return self.cross_attention.project_kv(encoded_BxSxD)
@@ -310,15 +322,16 @@ class DecoderLayer(nn.Module):
         new_cache = dict(layer_cache, k=k, v=v)
       return self.self_attention(h, k, v, self_bias, positions_BxT)
 
+    post = lambda name: getattr(self, name) if cfg.sandwich_norm else None
     y_BxTxD = _residual(y_BxTxD, self.pre_self_attention_norm, self_attend, self.dropout, cfg,
-                        deterministic)
+                        deterministic, post("post_self_attention_norm"))
     if not cfg.decoder_only:
       ck, cv = cross_kv
       y_BxTxD = _residual(y_BxTxD, self.pre_cross_attention_norm,
                           lambda h: self.cross_attention(h, ck, cv, cross_bias), self.dropout,
-                          cfg, deterministic)
+                          cfg, deterministic, post("post_cross_attention_norm"))
     y_BxTxD = _residual(y_BxTxD, self.pre_mlp_norm, lambda h: self.mlp(h, deterministic),
-                        self.dropout, cfg, deterministic)
+                        self.dropout, cfg, deterministic, post("post_mlp_norm"))
     return y_BxTxD, new_cache
 
 
@@ -427,7 +440,9 @@ class Transformer(nn.Module):
     else:
       logits = jnp.einsum("btd,dv->btv", hidden_BxTxD, self.output.astype(cfg.dtype))
     if cfg.logits_bias:
-      return logits.astype(jnp.float32) + self.output_bias.astype(jnp.float32)
+      logits = logits.astype(jnp.float32) + self.output_bias.astype(jnp.float32)
+    if cfg.logits_softcap is not None:  # Gemma 2: cap * tanh(logits / cap).
+      return jnp.tanh(logits.astype(jnp.float32) / cfg.logits_softcap) * cfg.logits_softcap
     return logits.astype(jnp.float32)
 
   def _values(self, hidden_BxTxD):
@@ -451,12 +466,18 @@ class Transformer(nn.Module):
     """The decoder stack. `key_positions_BxL`: the positions of the self-attention keys (the
     cache's slots when decoding), needed by positions='relative_t5'."""
     self_bias = self._relative_bias(self_bias, positions_BxT, key_positions_BxL, encoder=False)
+    local_bias = None
+    if self.config.sliding_window_layers:  # Keys at most sliding_window - 1 positions back.
+      near_BxTxL = key_positions_BxL[:, None, :] > (positions_BxT[:, :, None]
+                                                    - self.config.sliding_window)
+      local_bias = self_bias + jnp.where(near_BxTxL, 0.0, NEG_INF)[:, None].astype(jnp.float32)
     y = self._embed(tokens_BxT, positions_BxT, deterministic)
     new_layers = []
     for i, layer in enumerate(self.decoder_layers):
       layer_cache = None if cache is None else cache["layers"][i]
       cross_kv = None if cross_kvs is None else cross_kvs[i]
-      y, new_layer_cache = layer(y, positions_BxT, self_bias, cross_kv, cross_bias, layer_cache,
+      bias = local_bias if i in self.config.sliding_window_layers else self_bias
+      y, new_layer_cache = layer(y, positions_BxT, bias, cross_kv, cross_bias, layer_cache,
                                  cache_index, deterministic)
       new_layers.append(new_layer_cache)
     if self.config.norm_position == "pre":
