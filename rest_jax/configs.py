@@ -96,6 +96,12 @@ class ModelConfig:
   sandwich_norm: bool = False
   sliding_window: int | None = None
   sliding_window_layers: tuple[int, ...] = ()
+  # Gemma 3: queries and keys normalised per head (the model's norm over head_dim) before the
+  # rotation; the sliding-window layers rotate with their own base (None: rope_theta), and the
+  # others' positions are divided by rope_scaling_factor (linear scaling; 1: none).
+  qk_norm: bool = False
+  rope_local_theta: float | None = None
+  rope_scaling_factor: float = 1.0
   rope_theta: float = 10_000.0
   mlp: str = "plain"  # 'gated': (act(x W_gate) * x W_in) W_out, as SwiGLU/GeGLU.
   num_kv_heads: int | None = None  # Grouped-query attention; None = num_heads.
@@ -140,14 +146,15 @@ class ModelConfig:
       _require(getattr(self, field) in allowed, name, field, getattr(self, field),
                f"allowed: {allowed}")
     for field in ("tie_embeddings", "attention_bias", "attention_out_bias", "mlp_bias",
-                  "logits_bias", "norm_bias", "sandwich_norm"):
+                  "logits_bias", "norm_bias", "sandwich_norm", "qk_norm"):
       _require(isinstance(getattr(self, field), bool), name, field, getattr(self, field),
                "expected True or False")
     _require(not self.norm_bias or self.norm == "layernorm", name, "norm_bias", self.norm_bias,
              f"a norm bias needs norm='layernorm' (got norm={self.norm!r})")
     for field in ("relative_buckets", "relative_max_distance"):
       _positive_int(name, field, getattr(self, field))
-    for field in ("query_pre_attn_scalar", "attention_softcap", "logits_softcap"):
+    for field in ("query_pre_attn_scalar", "attention_softcap", "logits_softcap",
+                  "rope_local_theta", "rope_scaling_factor"):
       value = getattr(self, field)
       _require(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
                                  and value > 0), name, field, value,

@@ -1,15 +1,17 @@
-"""Hugging Face checkpoints (Llama, Qwen2, Gemma, Gemma 2 decoders; Marian and T5
-encoder-decoders) in and out of the policy.
+"""Hugging Face checkpoints (Llama, Qwen2, Gemma 1-3 decoders; Marian and T5 encoder-decoders)
+in and out of the policy.
 
 `import_policy(directory)` reads `config.json` and the safetensors weights (one file, or shards
 named by `model.safetensors.index.json`) of a `LlamaForCausalLM`, `Qwen2ForCausalLM`,
-`GemmaForCausalLM`, `Gemma2ForCausalLM`, `MarianMTModel` or `T5ForConditionalGeneration` and
+`GemmaForCausalLM`, `Gemma2ForCausalLM`, `Gemma3ForCausalLM`, `MarianMTModel` or
+`T5ForConditionalGeneration` and
 returns the `ModelConfig` and the parameter tree of the same network as rest_jax's
 `Transformer`: for the decoders decoder_only, RMSNorm, rotary positions, SwiGLU, grouped-query
 attention; Qwen2's q/k/v biases; Gemma's RMSNorm scales as offsets from 1, embeddings times
 sqrt(d_model), tanh-approximated GeGLU, head_dim independent of d_model; Gemma 2's norms after
 each sublayer, soft-capped attention and output logits, query_pre_attn_scalar and sliding
-windows on alternate layers. For Marian (opus-mt) an encoder-decoder with post-LayerNorm
+windows on alternate layers; Gemma 3's per-head query/key norms, local rotary base and linear
+rotary scaling. For Marian (opus-mt) an encoder-decoder with post-LayerNorm
 layers, biases on every norm and projection, Marian's sinusoidal positions, one embedding for
 encoder, decoder and output, and a logits bias. For T5 (v1.0, v1.1, flan-t5) pre-RMSNorm layers
 without biases or query scaling, a relative-position bias table per stack, relu or gated-GELU
@@ -46,9 +48,10 @@ import numpy as np
 from rest_jax import fileio
 from rest_jax.configs import ModelConfig
 
-FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "marian", "t5")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3_text", "marian", "t5")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+                 "gemma3_text": "Gemma3ForCausalLM",
                  "marian": "MarianMTModel",
                  "t5": "T5ForConditionalGeneration"}
 # What each family's config.json implies beyond its sizes (Gemma: RMSNorm scales stored as
@@ -56,16 +59,21 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
 # also a norm after each sublayer; its soft caps, query scalar and sliding window are read from
 # config.json). The decoders without Gemma 2's extras must not have them set.
 _PLAIN = dict(sandwich_norm=False, attention_softcap=None, logits_softcap=None,
-              query_pre_attn_scalar=None, sliding_window_layers=())
+              query_pre_attn_scalar=None, sliding_window_layers=(), qk_norm=False,
+              rope_local_theta=None, rope_scaling_factor=1.0)
 _FAMILY_FIELDS = {
     "llama": dict(norm="rmsnorm", activation="silu", embedding_scale="none", **_PLAIN),
     "qwen2": dict(norm="rmsnorm", activation="silu", embedding_scale="none", **_PLAIN),
     "gemma": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model",
                   **_PLAIN),
     "gemma2": dict(norm="rmsnorm_offset", activation="gelu", embedding_scale="sqrt_d_model",
-                   sandwich_norm=True)}
+                   sandwich_norm=True, qk_norm=False, rope_local_theta=None,
+                   rope_scaling_factor=1.0),
+    # Gemma 3 (text): Gemma 2's layout with per-head query/key norms and a local rotary base.
+    "gemma3_text": dict(norm="rmsnorm_offset", activation="gelu",
+                        embedding_scale="sqrt_d_model", sandwich_norm=True, qk_norm=True)}
 _ACTIVATIONS = {"llama": ("silu",), "qwen2": ("silu",), "gemma": ("gelu_pytorch_tanh",),
-                "gemma2": ("gelu_pytorch_tanh",)}
+                "gemma2": ("gelu_pytorch_tanh",), "gemma3_text": ("gelu_pytorch_tanh",)}
 # Marian (opus-mt): a post-LayerNorm encoder-decoder with biases everywhere, fixed sinusoidal
 # positions, one embedding shared by encoder, decoder and output, and a logits bias.
 _MARIAN_FIELDS = dict(decoder_only=False, norm="layernorm", norm_bias=True,
@@ -281,16 +289,22 @@ def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
   if act not in _ACTIVATIONS[family]:
     raise ValueError(f"config.json: hidden_act={act!r}; supported for {family}: "
                      f"{list(_ACTIVATIONS[family])}.")
-  scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-  if isinstance(scaling, dict):
-    scaling = scaling.get("rope_type", scaling.get("type"))
-  if scaling not in (None, "default"):
-    raise ValueError(f"config.json: rope scaling {scaling!r} is not supported (only plain "
-                     "rotary positions).")
+  if family == "gemma3_text":
+    rope, local_rope, factor = _gemma3_rope(hf)
+  else:
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+    if isinstance(scaling, dict):
+      scaling = scaling.get("rope_type", scaling.get("type"))
+    if scaling not in (None, "default"):
+      raise ValueError(f"config.json: rope scaling {scaling!r} is not supported (only plain "
+                       "rotary positions).")
+    rope = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10_000.0))
+  if hf.get("use_bidirectional_attention"):
+    raise ValueError("config.json: use_bidirectional_attention=True is not supported (causal "
+                     "decoders only).")
   if hf.get("use_sliding_window"):
     raise ValueError("config.json: use_sliding_window=True is not supported (full attention "
                      "only).")
-  rope = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10_000.0))
   heads = hf["num_attention_heads"]
   fields = dict(
       vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_heads=heads,
@@ -301,12 +315,16 @@ def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
       layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6), **_FAMILY_FIELDS[family],
       positions="rope", rope_theta=float(rope), mlp="gated",
       num_kv_heads=hf.get("num_key_value_heads") or heads,
-      tie_embeddings=bool(hf.get("tie_word_embeddings", family in ("qwen2", "gemma", "gemma2"))),
+      tie_embeddings=bool(hf.get("tie_word_embeddings",
+                                 family in ("qwen2", "gemma", "gemma2", "gemma3_text"))),
       logits_scale="none",
       attention_bias=bool(hf.get("attention_bias", family == "qwen2")))
-  if family == "gemma2":  # Sliding windows on the layers layer_types names (default: even).
+  if family in ("gemma2", "gemma3_text"):  # Sliding windows on the layers layer_types names
+    # (default: Gemma 2 every other layer from the first, Gemma 3 five in six).
     window = hf.get("sliding_window")
-    types = hf.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention"
+    every = 2 if family == "gemma2" else hf.get("sliding_window_pattern", 6)
+    types = hf.get("layer_types") or ["full_attention" if (i + 1) % every == 0
+                                      else "sliding_attention"
                                       for i in range(fields["num_decoder_layers"])]
     fields.update(
         query_pre_attn_scalar=hf.get("query_pre_attn_scalar", 256),
@@ -314,7 +332,27 @@ def _decoder_fields(hf: Mapping[str, Any], family: str) -> dict:
         logits_softcap=hf.get("final_logit_softcapping"), sliding_window=window,
         sliding_window_layers=tuple(i for i, t in enumerate(types)
                                     if t == "sliding_attention") if window else ())
+  if family == "gemma3_text":
+    fields.update(rope_local_theta=float(local_rope), rope_scaling_factor=float(factor))
   return fields
+
+
+def _gemma3_rope(hf: Mapping[str, Any]) -> tuple[float, float, float]:
+  """(global rotary base, local base, linear scaling factor of the global layers) of a Gemma 3
+  config.json: transformers 5's rope_parameters per layer type, or the older rope_theta,
+  rope_local_base_freq and rope_scaling."""
+  params = hf.get("rope_parameters") or {}
+  full = dict(params.get("full_attention") or {})
+  local = dict(params.get("sliding_attention") or {})
+  if hf.get("rope_scaling"):
+    full.update(hf["rope_scaling"])
+  kind = full.get("rope_type", full.get("type", "default"))
+  if kind not in ("default", "linear") or local.get("rope_type", "default") != "default":
+    raise ValueError(f"config.json: rope scaling {kind!r} is not supported for gemma3_text "
+                     "(default or linear).")
+  return (full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
+          local.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0)),
+          full.get("factor", 1.0) if kind == "linear" else 1.0)
 
 
 def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
@@ -363,11 +401,21 @@ def _hf_config(config: ModelConfig, family: str, token_map: TokenMap,
       "hidden_act": _ACTIVATIONS[family][0], "rms_norm_eps": config.layer_norm_epsilon,
       "rope_theta": config.rope_theta, "tie_word_embeddings": config.tie_embeddings,
       "eos_token_id": int(token_map.to_hf[1]), "pad_token_id": int(token_map.to_hf[0])})
-  if family in ("llama", "gemma", "gemma2"):
+  if family in ("llama", "gemma", "gemma2", "gemma3_text"):
     hf["attention_bias"] = config.attention_bias
   if family == "gemma":
     hf.pop("hidden_activation", None)
-  if family == "gemma2":
+  if family == "gemma3_text":
+    hf.pop("rope_theta", None)
+    full = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if config.rope_scaling_factor != 1.0:
+      full = {"rope_type": "linear", "rope_theta": config.rope_theta,
+              "factor": config.rope_scaling_factor}
+    hf.update(rope_parameters={"full_attention": full, "sliding_attention": {
+        "rope_type": "default", "rope_theta": config.rope_local_theta or config.rope_theta}})
+    for key in ("rope_local_base_freq", "rope_scaling"):
+      hf.pop(key, None)
+  if family in ("gemma2", "gemma3_text"):
     hf.update({
         "hidden_activation": _ACTIVATIONS[family][0],
         "query_pre_attn_scalar": config.query_pre_attn_scalar,
@@ -403,7 +451,7 @@ def family_of(config: ModelConfig) -> str:
     return "marian"
   wanted = dict(decoder_only=True, positions="rope", mlp="gated", logits_scale="none")
   wrong = {k: getattr(config, k) for k, v in wanted.items() if getattr(config, k) != v}
-  for family in ("llama", "gemma", "gemma2"):
+  for family in ("llama", "gemma", "gemma2", "gemma3_text"):
     fields = _FAMILY_FIELDS[family]
     if not wrong and all(getattr(config, k) == v for k, v in fields.items()):
       return family
@@ -415,7 +463,7 @@ def family_of(config: ModelConfig) -> str:
 def check_exportable(config: ModelConfig, family: str | None = None) -> None:
   found = family_of(config)
   if family is not None and any((found == f) != (family == f)
-                                for f in ("gemma", "gemma2", "marian", "t5")):
+                                for f in ("gemma", "gemma2", "gemma3_text", "marian", "t5")):
     raise ValueError(f"export: family={family!r} but the model is {found}-style.")
 
 
@@ -532,6 +580,10 @@ def _tensor_table(config: ModelConfig, token_map: TokenMap) -> list[_Tensor]:
       p = f"model.layers.{i}."
       attention(f"decoder_{i}/self_attention", p + "self_attn")
       norm(f"decoder_{i}/pre_self_attention_norm", p + "input_layernorm")
+      if config.qk_norm:  # Gemma 3.
+        norm_k = lambda ours, theirs: add(ours, theirs, (k,))
+        norm_k(f"decoder_{i}/self_attention/query_norm", p + "self_attn.q_norm.weight")
+        norm_k(f"decoder_{i}/self_attention/key_norm", p + "self_attn.k_norm.weight")
       if config.sandwich_norm:  # Gemma 2: post_attention_layernorm follows the attention.
         norm(f"decoder_{i}/post_self_attention_norm", p + "post_attention_layernorm")
         norm(f"decoder_{i}/pre_mlp_norm", p + "pre_feedforward_layernorm")

@@ -33,7 +33,7 @@ def build(family: str):
   common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                 rms_norm_eps=1e-6, eos_token_id=EOS, pad_token_id=PAD, bos_token_id=None)
-  torch.manual_seed({"llama": 0, "qwen2": 1, "gemma": 2, "gemma2": 4}[family])
+  torch.manual_seed({"llama": 0, "qwen2": 1, "gemma": 2, "gemma2": 4, "gemma3_text": 5}[family])
   if family == "llama":
     config = transformers.LlamaConfig(**common, tie_word_embeddings=False, rope_theta=500.0)
     model = transformers.LlamaForCausalLM(config)
@@ -44,6 +44,16 @@ def build(family: str):
         hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24,
         attn_logit_softcapping=2.0, final_logit_softcapping=3.0, sliding_window=4)
     model = transformers.Gemma2ForCausalLM(config)
+  elif family == "gemma3_text":  # Query/key norms, local rotary base 100 on the two sliding
+    # layers, linear scaling x2 on the full one.
+    config = transformers.Gemma3TextConfig(
+        **dict(common, num_hidden_layers=3), head_dim=16, tie_word_embeddings=True,
+        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=4,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 10000.0,
+                                            "factor": 2.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})
+    model = transformers.Gemma3ForCausalLM(config)
   elif family == "gemma":  # head_dim 16 x 4 heads != hidden 32, as Gemma's 256 x 16 != 3072.
     config = transformers.GemmaConfig(**common, head_dim=16, tie_word_embeddings=True,
                                       hidden_act="gelu_pytorch_tanh")
@@ -55,7 +65,8 @@ def build(family: str):
     for name, param in model.named_parameters():
       if name.endswith("norm.weight") or name.endswith(".bias"):
         param.add_(0.3 * torch.randn_like(param))
-      if family == "gemma2" and ("q_proj" in name or "k_proj" in name):
+      if family.startswith("gemma") and family != "gemma" and (
+          "q_proj" in name or "k_proj" in name or "q_norm" in name or "k_norm" in name):
         param.mul_(8.0)  # Attention logits beyond the soft cap, so the cap matters.
   return model.float().eval()
 
@@ -211,7 +222,7 @@ def main():
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                     "data", "hf_tiny"))
   rng = np.random.default_rng(0)
-  parser.add_argument("--families", default="llama,qwen2,gemma,gemma2,marian,t5")
+  parser.add_argument("--families", default="llama,qwen2,gemma,gemma2,gemma3_text,marian,t5")
   args = parser.parse_args()
   for family in args.families.split(","):
     if family in ("marian", "t5"):
@@ -220,7 +231,8 @@ def main():
       continue
     model = build(family)
     directory = os.path.join(args.out, family)
-    family_rng = rng if family in ("llama", "qwen2", "gemma") else np.random.default_rng(4)
+    family_rng = rng if family in ("llama", "qwen2", "gemma") else np.random.default_rng(
+        {"gemma2": 4, "gemma3_text": 5}[family])
     model.save_pretrained(directory, safe_serialization=True)
     os.remove(os.path.join(directory, "generation_config.json"))  # Not read by rest_jax.
     while True:  # rest_jax never emits the padding id (a trained model would not either): a

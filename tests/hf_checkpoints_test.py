@@ -18,12 +18,13 @@ from rest_jax.configs import SamplingConfig
 from rest_jax.models import Transformer
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "hf_tiny")
-FAMILIES = ("llama", "qwen2", "gemma", "gemma2")
+FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "gemma3_text")
 # (num_kv_heads, attention_bias, tie_embeddings, norm, embedding_scale, head_dim) per family.
 EXPECTED_CONFIG = {"llama": (2, False, False, "rmsnorm", "none", 8),
                    "qwen2": (2, True, True, "rmsnorm", "none", 8),
                    "gemma": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16),
-                   "gemma2": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16)}
+                   "gemma2": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16),
+                   "gemma3_text": (2, False, True, "rmsnorm_offset", "sqrt_d_model", 16)}
 
 
 def _imported(family):
@@ -105,8 +106,8 @@ def test_errors_name_the_problem(tmp_path):
   config = json.loads((directory / "config.json").read_text())
   (directory / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
   with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported; supported: "
-                                       r"\['llama', 'qwen2', 'gemma', 'gemma2', 'marian', "
-                                       r"'t5'\]"):
+                                       r"\['llama', 'qwen2', 'gemma', 'gemma2', 'gemma3_text', "
+                                       r"'marian', 't5'\]"):
     hf.import_policy(str(directory))
   (directory / "config.json").write_text(json.dumps(dict(config, intermediate_size=64)))
   with pytest.raises(ValueError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape "
@@ -132,6 +133,15 @@ def test_errors_name_the_problem(tmp_path):
               True, 4, (0, 2), 2.0, 3.0, 24)
   with pytest.raises(ValueError, match="family='gemma' but the model is gemma2-style"):
     hf.export_policy({}, gemma2, gemma_map, str(tmp_path / "as_gemma"), family="gemma")
+  gemma3 = hf.import_policy(os.path.join(DATA, "gemma3_text"))[0]
+  assert (gemma3.qk_norm, gemma3.rope_theta, gemma3.rope_local_theta, gemma3.rope_scaling_factor,
+          gemma3.sliding_window_layers) == (True, 10000.0, 100.0, 2.0, (0, 1))
+  gemma3_json = json.loads(open(os.path.join(DATA, "gemma3_text", "config.json")).read())
+  with pytest.raises(ValueError, match="use_bidirectional_attention=True is not supported"):
+    hf.model_config_from_hf(dict(gemma3_json, use_bidirectional_attention=True))
+  with pytest.raises(ValueError, match="rope scaling 'yarn' is not supported for gemma3_text"):
+    hf.model_config_from_hf(dict(gemma3_json, rope_parameters={
+        "full_attention": {"rope_type": "yarn", "factor": 4.0}}))
   # A Gemma (v1) config with a Gemma 2 option set is no Gemma: export refuses it.
   with pytest.raises(ValueError, match="not a Llama/Qwen2- or Gemma-style decoder"):
     hf.family_of(gemma.replace(logits_softcap=30.0))

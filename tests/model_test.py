@@ -28,6 +28,11 @@ VARIANTS = {"paper": {}, "rmsnorm": dict(norm="rmsnorm"), "rope": dict(positions
                            embedding_scale="sqrt_d_model", sandwich_norm=True,
                            query_pre_attn_scalar=24.0, attention_softcap=2.0,
                            logits_softcap=3.0, sliding_window=3, sliding_window_layers=(0,)),
+            "gemma3": dict(norm="rmsnorm_offset", positions="rope", mlp="gated",
+                           activation="gelu", num_kv_heads=1, logits_scale="none",
+                           embedding_scale="sqrt_d_model", sandwich_norm=True, qk_norm=True,
+                           sliding_window=3, sliding_window_layers=(0,), rope_local_theta=100.0,
+                           rope_scaling_factor=2.0),
             "gelu_exact": dict(activation="gelu_exact", mlp_bias=True)}
 
 

@@ -65,11 +65,13 @@ def sinusoidal_positions(positions_BxT: jax.Array, d_model: int,
   return pe
 
 
-def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Array:
+def rotary(x_BxHxTxK: jax.Array, positions_BxT: jax.Array, theta: float,
+           scaling: float = 1.0) -> jax.Array:
   """Rotary position embedding: pairs (i, i + K/2) of each head vector rotated by the angle
-  position * theta^(-2i/K) (the half-split layout of Llama-family checkpoints)."""
+  position / scaling * theta^(-2i/K) (the half-split layout of Llama-family checkpoints;
+  `scaling` > 1 is linear position interpolation)."""
   k = x_BxHxTxK.shape[-1]
-  inv_freq_half = theta ** (-np.arange(0, k, 2, dtype=np.float64) / k)
+  inv_freq_half = theta ** (-np.arange(0, k, 2, dtype=np.float64) / k) / scaling
   angles_BxTxhalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq_half.astype(
       np.float32)
   cos_Bx1xTxhalf = jnp.cos(angles_BxTxhalf)[:, None]
@@ -153,6 +155,7 @@ class Attention(nn.Module):
 
   config: ModelConfig
   rotary: bool = False
+  local: bool = False  # A sliding-window layer (Gemma 3 rotates it with rope_local_theta).
 
   def setup(self):
     cfg = self.config
@@ -171,6 +174,24 @@ class Attention(nn.Module):
       self.value_bias = _param(self, "value_bias", zeros, (g, k), ("heads", "kv"), pdt)
     if cfg.attention_out_bias:
       self.out_bias = _param(self, "out_bias", nn.initializers.zeros, (d,), ("embed",), pdt)
+    if cfg.qk_norm:  # Gemma 3: per-head RMSNorm of queries and keys, one scale per stack.
+      init = nn.initializers.zeros if cfg.norm == "rmsnorm_offset" else nn.initializers.ones
+      self.query_norm = _param(self, "query_norm", init, (k,), ("kv",), pdt)
+      self.key_norm = _param(self, "key_norm", init, (k,), ("kv",), pdt)
+
+  def _rotate(self, x_BxHxTxK, positions_BxT, scale_K):
+    """qk_norm (when set), then the rotation of a rotary layer at `positions_BxT`."""
+    cfg = self.config
+    if cfg.qk_norm:
+      x32 = x_BxHxTxK.astype(jnp.float32)
+      factor = scale_K.astype(jnp.float32) + (1.0 if cfg.norm == "rmsnorm_offset" else 0.0)
+      x_BxHxTxK = (x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True)
+                                       + cfg.layer_norm_epsilon) * factor).astype(cfg.dtype)
+    if not self.rotary:
+      return x_BxHxTxK
+    if self.local and cfg.rope_local_theta is not None:
+      return rotary(x_BxHxTxK, positions_BxT, cfg.rope_local_theta)
+    return rotary(x_BxHxTxK, positions_BxT, cfg.rope_theta, cfg.rope_scaling_factor)
 
   def _project(self, x_BxTxD, w_DxHxK, name):
     """Head-major projection [B,H,T,K], plus the projection's bias when the model has one."""
@@ -185,16 +206,16 @@ class Attention(nn.Module):
     so a decode step never copies or transposes the cache. Keys are rotated at `positions_BxL`
     when the layer is rotary."""
     k_BxGxLxK = self._project(x_BxLxD, self.key, "key_bias")
-    if self.rotary:
-      k_BxGxLxK = rotary(k_BxGxLxK, positions_BxL, self.config.rope_theta)
+    if self.rotary or self.config.qk_norm:
+      k_BxGxLxK = self._rotate(k_BxGxLxK, positions_BxL, getattr(self, "key_norm", None))
     return k_BxGxLxK, self._project(x_BxLxD, self.value, "value_bias")
 
   def __call__(self, x_BxTxD, k_BxGxLxK, v_BxGxLxK, bias_Bx1xTxL, positions_BxT=None):
     cfg = self.config
     dt = cfg.dtype
     q_BxHxTxK = self._project(x_BxTxD, self.query, "query_bias")
-    if self.rotary:
-      q_BxHxTxK = rotary(q_BxHxTxK, positions_BxT, cfg.rope_theta)
+    if self.rotary or cfg.qk_norm:
+      q_BxHxTxK = self._rotate(q_BxHxTxK, positions_BxT, getattr(self, "query_norm", None))
     if cfg.attention_scale == "rsqrt_head_dim":
       q_BxHxTxK = q_BxHxTxK * ((cfg.query_pre_attn_scalar or cfg.resolved_head_dim) ** -0.5)
     b, h, t, k = q_BxHxTxK.shape
@@ -283,11 +304,12 @@ class DecoderLayer(nn.Module):
   """Self-attention (optionally cached), cross-attention (encoder-decoder only), MLP."""
 
   config: ModelConfig
+  local: bool = False  # One of ModelConfig.sliding_window_layers.
 
   def setup(self):
     cfg = self.config
     self.pre_self_attention_norm = LayerNorm(cfg)
-    self.self_attention = Attention(cfg, rotary=cfg.positions == "rope")
+    self.self_attention = Attention(cfg, rotary=cfg.positions == "rope", local=self.local)
     if not cfg.decoder_only:
       self.pre_cross_attention_norm = LayerNorm(cfg)
       self.cross_attention = Attention(cfg)
@@ -379,7 +401,8 @@ class Transformer(nn.Module):
                              for i in range(cfg.num_encoder_layers)]
       if cfg.norm_position == "pre":  # Post-norm layers end normalised: no final norm.
         self.encoder_norm = LayerNorm(cfg)
-    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_{i}")
+    self.decoder_layers = [DecoderLayer(cfg, local=i in cfg.sliding_window_layers,
+                                        name=f"decoder_{i}")
                            for i in range(cfg.num_decoder_layers)]
     if cfg.norm_position == "pre":
       self.decoder_norm = LayerNorm(cfg)
