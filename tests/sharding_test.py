@@ -68,6 +68,20 @@ def test_llama_style_decoder_sharded_matches_one_device():
                              atol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_variants_sharded_match_one_device(family):
+  """Marian-style (post-norm, biases everywhere, logits bias) and T5-style (relative-position
+  tables with a replicated bucket axis) encoder-decoders: the sharded train step and sampler
+  give one device's numbers on 8 fake devices."""
+  variant = toy_setup.MARIAN_STYLE if family == "marian" else toy_setup.T5_STYLE
+  state1, metrics1, out1 = _train_and_sample(MESHES["1dev"], False, **variant)
+  state8, metrics8, out8 = _train_and_sample(MESHES["data4_model2"], False, **variant)
+  np.testing.assert_allclose(metrics1, metrics8, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out1.tokens), np.asarray(out8.tokens))
+  np.testing.assert_allclose(np.asarray(out1.token_logprobs), np.asarray(out8.token_logprobs),
+                             atol=1e-4)
+
+
 def test_sampler_reads_the_training_state_in_place():
   """Sampler parameter shardings are the train state's: no re-shard between Grow and Improve."""
   model = toy_setup.toy_model()
