@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import pytest
 
-from rest_jax import grown_data, improve, inspect_grown, main, train
+from rest_jax import configs, grown_data, improve, inspect_grown, main, train
 from rest_jax.losses import registry as loss_registry
 
 LOSSES = ["bc", "reward_weighted_nll", "gold_s", "gold_p", "bvmpo", "oac"]
@@ -182,7 +182,9 @@ def test_bc_and_best_checkpoints_are_loadable_policies(grown_workdir):
   policy = reward_model_training.load_policy_for_sampling(
       str(grown_workdir / "checkpoints_bc"))
   assert policy.step == 0 and policy.vocabulary_name == "task:ding_de_en"
-  assert policy.meta["fingerprint"]["model"] == dataclasses.asdict(policy.model.config)
+  # Saved as JSON (tuples come back as lists); model_config_dict restores the field types.
+  assert configs.model_config_dict(policy.meta["fingerprint"]["model"]) == dataclasses.asdict(
+      policy.model.config)
   best = reward_model_training.load_policy_for_sampling(str(grown_workdir / "checkpoints_best"))
   assert best.model.config == policy.model.config
 
