@@ -56,8 +56,7 @@ def test_sharded_train_step_and_sampler_match_one_device(single_device, name):
 def test_llama_style_decoder_sharded_matches_one_device():
   """Grouped-query attention (2 key/value heads split over the model axis), rotary positions,
   SwiGLU and an untied output: the sharded train step and sampler give one device's numbers."""
-  variant = dict(norm="rmsnorm", positions="rope", mlp="gated", activation="silu",
-                 num_kv_heads=2, tie_embeddings=False, logits_scale="none")
+  variant = toy_setup.LLAMA_STYLE
   state1, metrics1, out1 = _train_and_sample(MESHES["1dev"], True, **variant)
   state8, metrics8, out8 = _train_and_sample(MESHES["data4_model2"], True, **variant)
   key = state8.params["decoder_0"]["self_attention"]["key"]
