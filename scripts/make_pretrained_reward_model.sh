@@ -20,10 +20,12 @@
 # training sources, plus the reference (label 1) and 2 corruptions (label 0) per source for
 # EXTRA_SOURCES (15000) training sources; a validation set (VALIDATION_SOURCES, all 1266) and a
 # held-out set (HELDOUT_SOURCES, 500 of each test split) the same way with 1 sample per policy;
-# a reward model of width D_MODEL (64), LAYERS (2) encoder layers, D_FF (128), POOLING (mean),
-# trained STEPS (3000) steps at batch BATCH_SIZE (128) on length-grouped batches
-# (LENGTH_GROUPS, 20); probed on PROBE_SOURCES (500) pairs of each test split and installed only
-# if every corruption kind reaches MIN_WIN_RATE (0.9). The variables in brackets override.
+# a reward model with the architecture, embeddings and encoder layers of INIT_ENCODER_FROM
+# (pretrained=de_en_small; set it empty for a fresh encoder of width D_MODEL (64), LAYERS (2)
+# layers and D_FF (128)), POOLING (mean_max), trained STEPS (700) steps at learning rate LR
+# (5e-4) and batch BATCH_SIZE (128) on length-grouped batches (LENGTH_GROUPS, 20); probed on
+# PROBE_SOURCES (500) pairs of each test split and installed only if every corruption kind
+# reaches MIN_WIN_RATE (0.9). The variables in brackets override.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 name=ding_de_en install=1 allow_failing=0 positional=()
@@ -95,6 +97,7 @@ build_de_en() {
   [ ${#policy_flags[@]} -gt 0 ] || { echo "--name=de_en needs policy checkpoints:" \
       "POLICY arguments or POLICIES" >&2; exit 2; }
   local data=rest_jax/data/de_en samples=${SAMPLES:-2} decode=${DECODE_LEN:-48}
+  INIT_ENCODER_FROM=${INIT_ENCODER_FROM-pretrained=de_en_small}
   local sampling=(--temperature=0.8 --max_decode_len="$decode" --batch_size=64
                   --policy_vocab=de_en --reference_rate=1 --corruption_rate=2)
   run python scripts/make_reward_data.py "${policy_flags[@]}" "${sampling[@]}" \
@@ -111,13 +114,17 @@ build_de_en() {
       --max_examples="${HELDOUT_SOURCES:-500}" --seed=3 --output_tsv="$out/heldout.tsv"
   cat "$out/policy_samples.tsv" "$out/references.tsv" > "$out/train.tsv"
   echo "cat $out/policy_samples.tsv $out/references.tsv > $out/train.tsv" >> "$commands"
+  local architecture=(--init_encoder_from="$INIT_ENCODER_FROM")
+  if [ -z "$INIT_ENCODER_FROM" ]; then  # From scratch: a small encoder of its own.
+    architecture=(--preset=toy --d_model="${D_MODEL:-64}" --d_ff="${D_FF:-128}"
+                  --num_layers="${LAYERS:-2}")
+  fi
   run python scripts/train_reward_model.py --train_tsv="$out/train.tsv" \
-      --validation_tsv="$out/validation.tsv" --vocab=de_en --preset=toy \
-      --d_model="${D_MODEL:-64}" --d_ff="${D_FF:-128}" --num_layers="${LAYERS:-2}" \
-      --pooling="${POOLING:-mean}" --steps="${STEPS:-3000}" --eval_every="${EVAL_EVERY:-250}" \
-      --batch_size="${BATCH_SIZE:-128}" --length_group_batches="${LENGTH_GROUPS:-20}" \
-      --max_source_len=64 --max_hypothesis_len=96 --dropout_rate=0.1 --overwrite \
-      --output_dir="$out/reward_model"
+      --validation_tsv="$out/validation.tsv" --vocab=de_en "${architecture[@]}" \
+      --pooling="${POOLING:-mean_max}" --steps="${STEPS:-700}" --eval_every="${EVAL_EVERY:-350}" \
+      --learning_rate="${LR:-5e-4}" --batch_size="${BATCH_SIZE:-128}" \
+      --length_group_batches="${LENGTH_GROUPS:-20}" --max_source_len=64 \
+      --max_hypothesis_len=96 --dropout_rate=0.1 --overwrite --output_dir="$out/reward_model"
   summaries=("$out/policy_samples.tsv.summary.json" "$out/references.tsv.summary.json"
              "$out/validation.tsv.summary.json" "$out/heldout.tsv.summary.json")
   probe_inputs=(--tsv="$data/test_dict.tsv.gz" --tsv="$data/test_software.tsv.gz"

@@ -14,12 +14,13 @@ repository root with `PYTHONPATH=.` (or after `pip install -e .`).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 
-from rest_jax import checkpointing
+from rest_jax import checkpointing, pretrained_policies
 from rest_jax.models import presets
 from rest_jax.data import vocab as vocab_lib
 from rest_jax.rewards import reward_model as rm
@@ -57,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       "padded short (faster steps); 0: plain shuffling")
   p.add_argument("--seed", type=int, default=defaults.seed)
   p.add_argument("--strict", action="store_true", help="fail on the first malformed TSV line")
+  p.add_argument("--init_encoder_from", default=None,
+                 help="a policy checkpoint (ReST workdir, checkpoint directory or step directory, "
+                      "or pretrained=NAME): the reward model takes that policy's architecture "
+                      "(--preset/--d_model/--d_ff/--num_heads/--num_layers must not be given) "
+                      "and starts from its embeddings and encoder layers")
   p.add_argument("--output_dir", required=True, help="checkpoint directory to create")
   p.add_argument("--overwrite", action="store_true",
                  help="allow an output_dir that already holds checkpoints")
@@ -79,6 +85,32 @@ def main(argv=None) -> int:
                                       dropout_rate=args.dropout_rate,
                                       max_len=max(args.max_source_len, args.max_hypothesis_len),
                                       **overrides)
+  init_encoder = None
+  if args.init_encoder_from:
+    given = [f"--{name}" for name in ("d_model", "d_ff", "num_heads", "num_layers")
+             if getattr(args, name) is not None]
+    if given:
+      sys.exit(f"--init_encoder_from takes the policy's architecture; drop {', '.join(given)}")
+    try:
+      policy_dir = pretrained_policies.resolve(args.init_encoder_from)
+    except ValueError as e:
+      sys.exit(f"--init_encoder_from={args.init_encoder_from!r} is invalid: {e}")
+    policy = training.load_policy_for_sampling(policy_dir, vocabulary_spec=args.vocab)
+    declared = policy.meta.get("vocabulary")
+    if declared is not None and declared != args.vocab:
+      sys.exit(f"--init_encoder_from={args.init_encoder_from} was trained with vocabulary "
+               f"{declared!r}, not --vocab={args.vocab}: they must be the same vocabulary")
+    if policy.model.config.vocab_size < vocabulary.vocab_size:
+      sys.exit(f"--init_encoder_from={args.init_encoder_from} embeds "
+               f"{policy.model.config.vocab_size} ids; --vocab={args.vocab} has "
+               f"{vocabulary.vocab_size}")
+    model_config = dataclasses.replace(
+        policy.model.config, dropout_rate=args.dropout_rate, value_head=False,
+        dtype="float32", param_dtype="float32",
+        max_len=max(args.max_source_len, args.max_hypothesis_len))
+    init_encoder = policy.params
+    print(f"reward model encoder from {args.init_encoder_from} (step {policy.step}): "
+          f"d_model={model_config.d_model} layers={model_config.num_encoder_layers}")
   options = rm.RewardModelOptions(pooling=args.pooling)
   if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
     sys.exit(f"--output_dir={args.output_dir} is not empty; pass --overwrite or choose another")
@@ -93,13 +125,15 @@ def main(argv=None) -> int:
   else:
     train_rows, validation_rows = training.split_by_source(rows, args.validation_fraction,
                                                            args.seed)
+  architecture = (f"architecture of {args.init_encoder_from}" if args.init_encoder_from
+                  else f"preset={args.preset} {overrides or ''}")
   print(f"{len(train_rows)} training rows, {len(validation_rows)} validation rows; "
-        f"mode={args.mode} preset={args.preset} {overrides or ''} pooling={args.pooling} "
-        f"vocab={args.vocab}")
+        f"mode={args.mode} {architecture} pooling={args.pooling} vocab={args.vocab}")
 
   start = time.time()
   result = training.train_reward_model(model_config, config, args.vocab, train_rows,
-                                       validation_rows, options=options)
+                                       validation_rows, options=options,
+                                       init_encoder=init_encoder)
   elapsed = time.time() - start
   summary = {"best_step": result.best_step, "best_validation": result.best_metrics,
              "train_seconds": round(elapsed, 1), "train_tsv": args.train_tsv,

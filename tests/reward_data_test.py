@@ -293,7 +293,8 @@ def test_build_script_rejects_bad_arguments(tmp_path):
 @pytest.mark.skipif(not os.path.exists(os.path.join(DE_EN_DATA, "spm_8k.model")),
                     reason="the de_en corpus (rest_jax/data/de_en) is not in this checkout")
 def test_build_script_makes_a_de_en_reward_model_and_its_card(tmp_path):
-  """The whole de_en recipe at toy sizes: 2 random policies, 4 training steps, no install."""
+  """The whole de_en recipe at toy sizes: 2 random policies (the first also gives the reward
+  model its encoder), 4 training steps, no install."""
   from rest_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   size = vocab_lib.get_vocabulary("de_en").vocab_size
   policies = []
@@ -311,8 +312,8 @@ def test_build_script_makes_a_de_en_reward_model_and_its_card(tmp_path):
   out = tmp_path / "build"
   env = {"POLICY_SOURCES": "8", "EXTRA_SOURCES": "16", "VALIDATION_SOURCES": "8",
          "HELDOUT_SOURCES": "4", "PROBE_SOURCES": "6", "SAMPLES": "1", "DECODE_LEN": "8",
-         "STEPS": "4", "EVAL_EVERY": "2", "BATCH_SIZE": "8", "D_MODEL": "16", "D_FF": "32",
-         "LAYERS": "1", "MIN_WIN_RATE": "0", "POLICIES": policies[1]}
+         "STEPS": "4", "EVAL_EVERY": "2", "BATCH_SIZE": "8", "MIN_WIN_RATE": "0",
+         "POLICIES": policies[1], "INIT_ENCODER_FROM": policies[0]}
   result = run_build("--name=de_en", "--no_install", str(out), policies[0], env=env,
                      cwd=str(tmp_path))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -321,6 +322,7 @@ def test_build_script_makes_a_de_en_reward_model_and_its_card(tmp_path):
   commands = (out / "commands.sh").read_text(encoding="utf-8")
   assert commands.count("make_reward_data.py") == 4 and "train_reward_model.py" in commands
   assert f"--policy={policies[0]}" in commands and f"--policy={policies[1]}" in commands
+  assert f"--init_encoder_from={policies[0]}" in commands  # The reward model's starting encoder.
   card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
   train_sha = hashlib.sha256((out / "train.tsv").read_bytes()).hexdigest()
   assert card.startswith("# Reward model `de_en`") and train_sha in card

@@ -272,3 +272,71 @@ def test_mean_max_pooling_trains_and_round_trips_through_its_checkpoint(tmp_path
                                 base.score_batch(direct, sources, hypotheses))
   with pytest.raises(ValueError, match=r"pooling='max' is invalid.*\['mean', 'mean_max'\]"):
     rm.RewardModelOptions(pooling="max")
+
+
+def _saved_byte_policy(tmp_path, **overrides):
+  """A toy byte-vocabulary policy with random parameters, saved as a ReST-style checkpoint."""
+  model = toy_setup.toy_model(vocab=VOCAB_SIZE, max_len=MAX_LEN, value_head=True, **overrides)
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map(
+      lambda a: rng.normal(size=a.shape).astype(a.dtype),
+      nn.meta.unbox(train_state.abstract_boxed_params(model)))
+  directory = str(tmp_path / "policy")
+  ckpt = checkpointing.Checkpointer(directory)
+  ckpt.save(4, params, {"model_config": dataclasses.asdict(model.config), "vocabulary": "byte"})
+  ckpt.close()
+  return model, params, directory
+
+
+def test_warm_start_copies_the_policy_encoder_and_refuses_other_shapes(tmp_path):
+  model, policy_params, _ = _saved_byte_policy(tmp_path)
+  config = dataclasses.replace(model.config, value_head=False)
+  fresh = rm.init_params(config, 0, MESH2)
+  warm = rm.warm_start_encoder(fresh, policy_params)
+  flat_warm = flat_params(warm["encoder"])
+  flat_policy = flat_params(policy_params)
+  # Every encoder-side leaf (embeddings and encoder layers) is the policy's; nothing else moved.
+  assert any("encoder" in name for name in flat_warm) and len(flat_warm) > 4
+  for name, value in flat_warm.items():
+    np.testing.assert_array_equal(np.asarray(value), flat_policy[name])
+    assert value.sharding == flat_params(fresh["encoder"])[name].sharding
+  assert not any(name.startswith("decoder") for name in flat_warm)
+  for part in set(fresh) - {"encoder"}:
+    jax.tree_util.tree_map(np.testing.assert_array_equal, warm[part], fresh[part])
+  wider = rm.init_params(dataclasses.replace(config, d_ff=2 * config.d_ff), 0, MESH2)
+  with pytest.raises(ValueError, match=r"has shape .* in the policy, .* in the reward model"):
+    rm.warm_start_encoder(wider, policy_params)
+  deeper = rm.init_params(dataclasses.replace(config, num_encoder_layers=3), 0, MESH2)
+  with pytest.raises(ValueError, match=r"the policy has no parameter"):
+    rm.warm_start_encoder(deeper, policy_params)
+
+
+def flat_params(tree):
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def test_train_reward_model_script_warm_starts_from_a_policy(tmp_path):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_reward_model.py")
+  spec = importlib.util.spec_from_file_location("train_reward_model_script", script)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  model, policy_params, policy_dir = _saved_byte_policy(tmp_path)
+  train_tsv = tmp_path / "train.tsv"
+  train_tsv.write_text("".join(f"{s}\t{h}\t{y:.3f}\n" for s, h, y in overlap_rows(300, 0)))
+  out = str(tmp_path / "reward_model")
+  flags = [f"--train_tsv={train_tsv}", "--vocab=byte", "--steps=4", "--eval_every=2",
+           "--batch_size=32", f"--max_source_len={MAX_LEN}", f"--max_hypothesis_len={MAX_LEN}",
+           f"--output_dir={out}"]
+  assert module.main(flags + [f"--init_encoder_from={policy_dir}"]) == 0
+  config, _, _ = rm.load_reward_model(out)
+  assert (config.d_model, config.num_encoder_layers, config.d_ff) == (
+      model.config.d_model, model.config.num_encoder_layers, model.config.d_ff)
+  with pytest.raises(SystemExit, match="takes the policy's architecture; drop --d_model"):
+    module.main(flags + ["--overwrite", f"--init_encoder_from={policy_dir}", "--d_model=64"])
+  with pytest.raises(SystemExit, match=r"trained with vocabulary 'byte', not --vocab=ding"):
+    module.main(flags + ["--overwrite", f"--init_encoder_from={policy_dir}", "--vocab=ding"])
+  with pytest.raises(SystemExit, match=r"--init_encoder_from='pretrained=nope' is invalid"):
+    module.main(flags + ["--overwrite", "--init_encoder_from=pretrained=nope"])

@@ -51,6 +51,7 @@ import functools
 from typing import Any, Sequence
 
 from absl import logging
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -220,6 +221,32 @@ def init_params(config: ModelConfig, seed: int, mesh: Mesh,
   given seed, backend and mesh.
   """
   return _compiled_init(config, mesh, options)(jax.random.key(seed, impl="rbg"))
+
+
+def warm_start_encoder(params: Any, policy_params: Any) -> Any:
+  """`params` with every leaf of params["encoder"] taken from the policy's parameters.
+
+  The reward model's encoder is a `Transformer` of which only `encode` runs, so its leaves are a
+  subset of a policy's (embeddings, encoder layers) under the same names. Each one must exist in
+  `policy_params` with the same shape (a ValueError names the first that does not); it is cast to
+  the reward model's parameter dtype and placed on the fresh leaf's sharding. The policy's
+  decoder and value head are not used.
+  """
+  flat_policy = traverse_util.flatten_dict(nn.meta.unbox(policy_params), sep="/")
+  flat = traverse_util.flatten_dict(params["encoder"], sep="/")
+  for name, fresh in flat.items():
+    if name not in flat_policy:
+      raise ValueError(f"cannot warm-start the reward model: the policy has no parameter "
+                       f"{name!r} (its encoder side has {sorted(flat_policy)[:8]}...)")
+    source = flat_policy[name]
+    if tuple(source.shape) != tuple(fresh.shape):
+      raise ValueError(f"cannot warm-start the reward model: parameter {name!r} has shape "
+                       f"{tuple(source.shape)} in the policy, {tuple(fresh.shape)} in the "
+                       "reward model (build the reward model with the policy's architecture)")
+    sharding = getattr(fresh, "sharding", None)
+    value = jnp.asarray(jax.device_get(source), dtype=fresh.dtype)
+    flat[name] = jax.device_put(value, sharding) if sharding is not None else value
+  return dict(params, encoder=traverse_util.unflatten_dict(flat, sep="/"))
 
 
 @functools.lru_cache(maxsize=16)

@@ -342,9 +342,14 @@ def train_reward_model(model_config: ModelConfig, config: RewardTrainingConfig,
                        vocabulary_spec: str, train_rows: Sequence[tuple],
                        validation_rows: Sequence[tuple], mesh: Mesh | None = None,
                        log: Callable[[str], None] = print,
-                       options: rm.RewardModelOptions = rm.RewardModelOptions()
-                       ) -> TrainedRewardModel:
-  """Trains from scratch; evaluates every `eval_every` steps and keeps the best parameters."""
+                       options: rm.RewardModelOptions = rm.RewardModelOptions(),
+                       init_encoder: Any = None) -> TrainedRewardModel:
+  """Trains; evaluates every `eval_every` steps and keeps the best parameters.
+
+  `init_encoder`: a policy's parameters (a `Transformer` of the same architecture as
+  `model_config`'s encoder side); its embeddings and encoder layers replace the fresh ones
+  (`rm.warm_start_encoder`), the alignment block and head start fresh.
+  """
   if not train_rows or not validation_rows:
     raise ValueError(f"reward model training needs training and validation rows, got "
                      f"{len(train_rows)} and {len(validation_rows)}")
@@ -362,6 +367,8 @@ def train_reward_model(model_config: ModelConfig, config: RewardTrainingConfig,
   tx = optim.make_optimizer(config.optimizer())
   rng = jax.random.PRNGKey(config.seed)
   params = rm.init_params(model_config, config.seed, mesh, options)
+  if init_encoder is not None:
+    params = rm.warm_start_encoder(params, init_encoder)
   shardings = _state_shardings(tx, params,
                                rm.param_shardings(model_config, mesh, options=options), mesh)
   state = jax.jit(lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((),
