@@ -169,7 +169,7 @@ def test_registry_names_and_specs():
     registry.make_reward("learned")
   with pytest.raises(ValueError, match="needs exactly one of the options 'path'"):
     registry.reward_from_spec("learned:path=/x,pretrained=ding_de_en")
-  with pytest.raises(ValueError, match=r"unknown pretrained='nope'.*\['ding_de_en'\]"):
+  with pytest.raises(ValueError, match=r"unknown pretrained='nope'.*\['de_en', 'ding_de_en'\]"):
     registry.reward_from_spec("learned:pretrained=nope")
   with pytest.raises(ValueError, match="not key=value"):
     registry.reward_from_spec("chrf:word_order")
